@@ -1,0 +1,128 @@
+"""Measurement: parameter counts, MACs of conv+linear layers, CPU latency (SPEC §8)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "count_parameters",
+    "weight_layers",
+    "conv_linear_weights",
+    "nonzero_conv_linear_weights",
+    "count_macs",
+    "measure_latency",
+]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters (weights, biases, BN affine), as `sum(p.numel())`."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The conv and linear layers of a model, in registration order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    # torch.nn.utils.prune keeps the dense tensor in weight_orig and the product in weight.
+    return m.weight
+
+
+def conv_linear_weights(model: nn.Module) -> int:
+    """Number of conv+linear weights (biases and BN excluded): the paper's parameter unit."""
+    return sum(_weight(m).numel() for _, m in weight_layers(model))
+
+
+def nonzero_conv_linear_weights(model: nn.Module) -> int:
+    """Conv+linear weights that are not exactly zero (masked connections count as removed)."""
+    return sum(int(torch.count_nonzero(_weight(m).detach())) for _, m in weight_layers(model))
+
+
+@torch.no_grad()
+def count_macs(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    sparse: bool = False,
+) -> int:
+    """Multiply-accumulates of conv and linear layers for one input of `input_shape` (C, H, W).
+
+    With `sparse=True`, count only non-zero weights times output positions (the convention for
+    connection masks); otherwise the dense count of the (possibly slimmed) architecture.
+    FLOPs are about 2 x MACs.
+    """
+    total = 0
+    hooks = []
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        w = _weight(m)
+        per_out = int(torch.count_nonzero(w)) if sparse else w.numel()
+        if isinstance(m, nn.Conv2d):
+            positions = out.shape[-1] * out.shape[-2]
+        else:
+            positions = out.numel() // out.shape[-1] // out.shape[0]
+        total += per_out * positions
+
+    for _, m in weight_layers(model):
+        hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
+@torch.no_grad()
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 1,
+    threads: int | None = 1,
+    warmup: int = 5,
+    repeats: int = 30,
+) -> dict:
+    """Median wall time of a forward pass in milliseconds (eval mode, fixed threads, after warm-up).
+
+    Returns a dict with `median_ms`, `p10_ms`, `p90_ms`, `batch_size`, `threads`, `repeats`.
+    """
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        x = torch.randn(batch_size, *input_shape, device=device)
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    times.sort()
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    return {
+        "median_ms": statistics.median(times),
+        "p10_ms": q[0],
+        "p90_ms": q[-1],
+        "batch_size": batch_size,
+        "threads": threads if threads is not None else old_threads,
+        "repeats": repeats,
+    }
