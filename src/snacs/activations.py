@@ -1,0 +1,107 @@
+"""One pass over the calibration set, keeping the N x channels spatial means (SPEC §1).
+
+For every layer pair the tensor the child actually consumes (after BN, ReLU, pooling and residual
+additions) is caught with a forward pre-hook on the child, and the child's own output with a
+forward hook; both are averaged over space batch by batch, so memory is N x channels per tensor
+whatever the input resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from snacs.errors import DataError
+from snacs.pairs import Topology
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Activations", "collect_activations"]
+
+
+@dataclass
+class Activations:
+    """Spatial means per pair: `parents[name]` (N x n_parent), `children[name]` (N x n_child)."""
+
+    parents: dict[str, torch.Tensor]
+    children: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.numel())
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size()
+                   for d in (self.parents, self.children) for t in d.values())
+
+
+def _spatial_mean(t: torch.Tensor, channels: int) -> torch.Tensor:
+    if t.dim() > 2:
+        return t.flatten(2).mean(-1)
+    if t.shape[1] != channels:  # a Linear reading a flattened C x H x W map
+        return t.reshape(t.shape[0], channels, -1).mean(-1)
+    return t
+
+
+@torch.no_grad()
+def collect_activations(
+    model: nn.Module,
+    topology: Topology,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    progress: bool = False,
+    total: int | None = None,
+) -> Activations:
+    """Run `model` (eval mode) over `batches` and return the spatial means of every pair."""
+    modules = dict(model.named_modules())
+    parents: dict[str, list[torch.Tensor]] = {p.name: [] for p in topology.pairs}
+    children: dict[str, list[torch.Tensor]] = {p.name: [] for p in topology.pairs}
+    hooks = []
+    for p in topology.pairs:
+        m = modules[p.child]
+
+        def pre(mod, inp, p=p):
+            parents[p.name].append(_spatial_mean(inp[0].detach(), p.n_parent).float())
+
+        def post(mod, inp, out, p=p):
+            children[p.name].append(_spatial_mean(out.detach(), p.n_child).float())
+
+        hooks.append(m.register_forward_pre_hook(pre))
+        hooks.append(m.register_forward_hook(post))
+    labels = []
+    was_training = model.training
+    model.eval()
+    it = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc="activations", total=total, leave=False, dynamic_ncols=True)
+    try:
+        for x, y in it:
+            model(x)
+            labels.append(torch.as_tensor(y).long().reshape(-1))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if not labels:
+        raise DataError("the calibration data is empty; give at least one batch")
+    acts = Activations(
+        parents={k: torch.cat(v) for k, v in parents.items()},
+        children={k: torch.cat(v) for k, v in children.items()},
+        labels=torch.cat(labels),
+    )
+    for kind, d in (("input of", acts.parents), ("output of", acts.children)):
+        for k, t in d.items():
+            if not torch.isfinite(t).all():
+                raise DataError(
+                    f"non-finite activations at the {kind} {k!r}: the model has diverged or its "
+                    "weights are corrupt; check the checkpoint with `snacs evaluate` first"
+                )
+    log.info("activations: %d samples, %.1f MiB", acts.n, acts.nbytes() / 2**20)
+    return acts
