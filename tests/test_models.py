@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from snacs import io as snacs_io
 from snacs.errors import CheckpointError, ConfigError
 from snacs.metrics import conv_linear_weights, count_macs, count_parameters
 from snacs.models import (
@@ -284,7 +285,26 @@ def test_resnet_trunk_slimming_matches_masking() -> None:
         torch.testing.assert_close(slimmed(x), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_resnet_one_shot_pruning_runs() -> None:
+def test_pruned_shortcut_map_travels_with_the_state_dict() -> None:
+    model = create_model("resnet20", width=0.5)
+    assert not [k for k in model.state_dict() if "shortcut" in k]
+    sc = model.layer2[0].shortcut
+    pruner = customized_pruners()[PadShortcut]
+    pruner.prune_in_channels(sc, [0, 3])
+    pruner.prune_out_channels(sc, [1, 5, 8])
+    assert (sc.in_channels, sc.out_channels) == (6, 13)
+    state = model.state_dict()
+    assert state["layer2.0.shortcut.channels"].tolist() == [6, 13]
+    fresh = create_model("resnet20", width=0.5)
+    fresh.load_state_dict(state, strict=True)
+    new = fresh.layer2[0].shortcut
+    assert (new.in_channels, new.out_channels) == (6, 13)
+    assert torch.equal(new.src, sc.src) and torch.equal(new.dst, sc.dst)
+    x = torch.randn(1, 6, 8, 8)
+    torch.testing.assert_close(new(x), sc(x))
+
+
+def test_resnet_one_shot_pruning_runs(tmp_path) -> None:
     model = create_model("resnet20", width=0.5)
     x = torch.randn(1, 3, 32, 32)
     pruner = tp.pruner.MetaPruner(
@@ -298,6 +318,12 @@ def test_resnet_one_shot_pruning_runs() -> None:
     pruner.step()
     assert model.layer3[2].conv2.out_channels == 16
     assert model(x).shape == (1, 10)
+    # The slimmed shortcuts survive snacs' own model format (spec + shapes + state_dict).
+    model.eval()
+    snacs_io.save(model, tmp_path / "model.pt")
+    again = snacs_io.load(tmp_path / "model.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
 
 
 # --- checkpoints ----------------------------------------------------------------------------

@@ -37,6 +37,10 @@ class PadShortcut(nn.Module):
     each side), which is the usual `F.pad(..., (0, 0, 0, 0, planes // 4, planes // 4))`.
     Keeping the map explicit lets `PadShortcutPruner` slim the residual trunks on both sides
     of a stage boundary independently and stay exact.
+
+    The state_dict holds no entry for an unpruned shortcut (so public option-A checkpoints load
+    with `strict=True`); once pruned, it holds `index` (src and dst rows) and `channels`
+    (in, out), and loading them restores the slimmed map.
     """
 
     src: torch.Tensor
@@ -53,6 +57,45 @@ class PadShortcut(nn.Module):
         # Not persistent: pretrained option-A checkpoints have no shortcut entries.
         self.register_buffer("src", torch.arange(in_channels), persistent=False)
         self.register_buffer("dst", torch.arange(lo, lo + in_channels), persistent=False)
+        self._built = (in_channels, out_channels)
+
+    def _is_default(self) -> bool:
+        if (self.in_channels, self.out_channels) != self._built:
+            return False
+        lo = (self.out_channels - self.in_channels) // 2
+        full = torch.arange(self.in_channels, device=self.src.device)
+        return (
+            self.src.numel() == self.in_channels
+            and torch.equal(self.src, full)
+            and torch.equal(self.dst, full + lo)
+        )
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not self._is_default():
+            destination[prefix + "index"] = torch.stack([self.src, self.dst])
+            destination[prefix + "channels"] = torch.tensor([self.in_channels, self.out_channels])
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        keys = (prefix + "index", prefix + "channels")
+        if all(k in state_dict for k in keys):
+            index, channels = (state_dict[k] for k in keys)
+            self.in_channels, self.out_channels = (int(c) for c in channels)
+            self.src = index[0].to(self.src.device, torch.long).clone()
+            self.dst = index[1].to(self.dst.device, torch.long).clone()
+        own = {k: v for k, v in state_dict.items() if k.startswith(prefix) and k not in keys}
+        super()._load_from_state_dict(
+            own, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
