@@ -78,6 +78,7 @@ class Topology:
     input_shape: tuple[int, ...]
     classifier: str
     out_positions: dict[str, int]  # output spatial positions per weight layer (for MACs)
+    bn_after: dict[str, str] = field(default_factory=dict)  # weight layer -> the BN reading it
 
     def pair(self, name: str) -> LayerPair:
         for p in self.pairs:
@@ -121,6 +122,30 @@ def _find_classifier(model: nn.Module, example: torch.Tensor) -> str:
     return order[-1]
 
 
+def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
+    """Which BatchNorm reads each weight layer's output directly (by tensor identity)."""
+    produced: dict[int, str] = {}
+    found: dict[str, str] = {}
+    names = _weight_layers(model)
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: produced.__setitem__(id(o), n))
+             for m, n in names.items()]
+    def pre(mod, inp, n):
+        src = produced.get(id(inp[0]))
+        if src is not None:
+            found.setdefault(src, n)
+
+    for n, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            hooks.append(m.register_forward_pre_hook(lambda mod, i, n=n: pre(mod, i, n)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
 def _out_positions(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     pos: dict[str, int] = {}
 
@@ -148,7 +173,11 @@ def find_topology(model: nn.Module, input_shape: tuple[int, ...]) -> Topology:
         out_positions = _out_positions(model, example)
         names = _weight_layers(model)
         modules = dict(model.named_modules())
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+        bn_after = _bn_after(model, example)
+        from snacs.models import customized_pruners
+
+        dg = tp.DependencyGraph().build_dependency(
+            model, example_inputs=example, verbose=False, customized_pruners=customized_pruners())
         raw_groups = dg.get_all_groups(ignored_layers=[modules[classifier]])
         groups: list[ChannelGroup] = []
         seen_roots: set[tuple[str, ...]] = set()
@@ -214,7 +243,7 @@ def find_topology(model: nn.Module, input_shape: tuple[int, ...]) -> Topology:
             "found no layer pairs: the model needs at least two conv/linear layers in sequence"
         )
     return Topology(pairs=pairs, groups=groups, input_shape=tuple(input_shape),
-                    classifier=classifier, out_positions=out_positions)
+                    classifier=classifier, out_positions=out_positions, bn_after=bn_after)
 
 
 def _out_width(m: nn.Module) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from snacs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,180 @@
+"""Operating constraints: per-pair upper pruning limits from a probe classifier (SPEC §4).
+
+For each pair independently, a classifier is fitted on the unpruned child representation
+ReLU(A_c); the pair alone is then pruned at every rate of a grid and the classifier's accuracy
+recorded. The limit UL is the largest rate whose accuracy stays above
+τ = max(acc) − fraction·(max(acc) − min(acc)).
+
+The child representation under pruning is recomputed from the cached parent means, not by
+re-running the network: A_c ≈ A_p · (Σ_kernel W ∘ M)ᵀ + b. This is exact for linear layers and
+1x1 convolutions and, for k x k convolutions, differs from the true spatial mean only by the
+zero-padding border terms; the unpruned probe features use the same formula, so rate 0 is the
+fitted baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from snacs.activations import Activations
+from snacs.errors import ConfigError, DataError
+from snacs.pairs import LayerPair, Topology
+from snacs.scores import child_weight
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LimitResult", "upper_limits", "rate_grid", "expand_groups", "group_index",
+           "connection_keep", "filter_removed_groups", "PROBES"]
+
+PROBES = ("svm", "linear", "ncm")
+
+
+@dataclass
+class LimitResult:
+    """The probe curve of one pair and the limit read from it."""
+
+    pair: str
+    limit: float
+    rates: list[float]
+    accuracy: list[float]
+    threshold: float
+    probe: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rate_grid(step: int = 5) -> np.ndarray:
+    """Pruning rates {1, 1+step, ...} % below 100 %, as fractions."""
+    if not 1 <= step <= 50:
+        raise ConfigError(f"grid step must be between 1 and 50 percent, got {step}")
+    return np.arange(1, 100, step) / 100.0
+
+
+def group_index(n: int, g: int) -> np.ndarray:
+    """Group id of each of n channels split into g contiguous groups (ragged last group)."""
+    from snacs.estimators import make_groups
+
+    idx = np.empty(n, dtype=np.int64)
+    for j, members in enumerate(make_groups(n, g)):
+        idx[np.asarray(members)] = j
+    return idx
+
+
+def expand_groups(keep: np.ndarray, n_child: int, n_parent: int) -> np.ndarray:
+    """A G_c x G_p keep matrix as an n_child x n_parent channel mask."""
+    ci = group_index(n_child, keep.shape[0])
+    pi = group_index(n_parent, keep.shape[1])
+    return keep[np.ix_(ci, pi)]
+
+
+def connection_keep(rho: np.ndarray, rate: float) -> np.ndarray:
+    """Keep mask at `rate`: cut-off = sorted unique ρ at index round(rate·|V|); drop ρ ≤ cut-off."""
+    if rate <= 0:
+        return np.ones_like(rho, dtype=bool)
+    v = np.unique(rho)
+    cut = v[min(int(round(rate * len(v))), len(v) - 1)]
+    return rho > cut
+
+
+def filter_removed_groups(importance: np.ndarray, rate: float,
+                          protected: set[int] | None = None) -> np.ndarray:
+    """Indices of the round(rate·G) least important parent groups (never all, never protected)."""
+    g = len(importance)
+    k = min(int(round(rate * g)), g - 1)
+    order = [i for i in np.argsort(importance, kind="stable") if i not in (protected or set())]
+    return np.sort(np.asarray(order[:max(k, 0)], dtype=np.int64))
+
+
+def _make_probe(kind: str, n_classes: int, seed: int):
+    if kind == "svm" and n_classes > 100:
+        kind = "ncm"
+    if kind == "svm":
+        from sklearn.svm import SVC
+
+        return SVC(C=1.0, gamma="scale", random_state=seed)
+    if kind == "linear":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=300)
+    if kind == "ncm":
+        from sklearn.neighbors import NearestCentroid
+
+        return NearestCentroid()
+    raise ConfigError(f"unknown probe {kind!r}; choose one of {', '.join(PROBES)}")
+
+
+def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Tensor,
+                bias: torch.Tensor | None, labels: np.ndarray, *, granularity: str,
+                rates: np.ndarray, fraction: float, probe: str, seed: int) -> LimitResult:
+    w_sum = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # n_c x n_p
+    masks = []
+    for r in rates:
+        if granularity == "connection":
+            keep = connection_keep(rho, r)
+            masks.append(expand_groups(keep, pair.n_child, pair.n_parent))
+        else:
+            removed = filter_removed_groups(rho.sum(0), r)
+            keep_p = np.ones(rho.shape[1], dtype=bool)
+            keep_p[removed] = False
+            pi = group_index(pair.n_parent, rho.shape[1])
+            masks.append(np.broadcast_to(keep_p[pi][None, :], (pair.n_child, pair.n_parent)))
+    m = torch.as_tensor(np.stack(masks), dtype=torch.float32)  # R x n_c x n_p
+    b = bias if bias is not None else torch.zeros(pair.n_child)
+    base = torch.relu(a_p @ w_sum.T + b).numpy()
+    feats = torch.relu(torch.einsum("nq,rcq->rnc", a_p, w_sum * m) + b)
+    n_classes = len(np.unique(labels))
+    clf = _make_probe(probe, n_classes, seed)
+    clf.fit(base, labels)
+    pred = clf.predict(feats.reshape(-1, pair.n_child).numpy()).reshape(len(rates), -1)
+    acc = (pred == labels[None, :]).mean(1) * 100.0
+    tau = acc.max() - fraction * (acc.max() - acc.min())
+    ok = np.nonzero(acc >= tau - 1e-12)[0]
+    limit = float(rates[ok.max()]) if len(ok) else 0.0
+    return LimitResult(pair=pair.name, limit=limit, rates=[float(r) for r in rates],
+                       accuracy=[float(a) for a in acc], threshold=float(tau),
+                       probe=type(clf).__name__)
+
+
+def upper_limits(
+    model: nn.Module,
+    topology: Topology,
+    acts: Activations,
+    scores: dict[str, np.ndarray],
+    *,
+    granularity: str = "filter",
+    grid_step: int = 5,
+    fraction: float = 0.7,
+    probe: str = "svm",
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, LimitResult]:
+    """UL for every pair. `granularity` decides what the probe prunes (connections or groups)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"limit fraction must be in (0, 1), got {fraction}")
+    if probe not in PROBES:
+        raise ConfigError(f"unknown probe {probe!r}; choose one of {', '.join(PROBES)}")
+    labels = acts.labels.numpy()
+    if len(np.unique(labels)) < 2:
+        raise DataError("the calibration set has a single class; the probe needs at least two")
+    rates = rate_grid(grid_step)
+    modules = dict(model.named_modules())
+    out: dict[str, LimitResult] = {}
+    it = topology.pairs
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="limits", leave=False, dynamic_ncols=True)
+    for p in it:
+        mod = modules[p.child]
+        bias = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
+        out[p.name] = _pair_limit(p, scores[p.name], acts.parents[p.name],
+                                  child_weight(model, p), bias, labels,
+                                  granularity=granularity, rates=rates, fraction=fraction,
+                                  probe=probe, seed=seed)
+    return out

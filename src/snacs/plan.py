@@ -1,0 +1,233 @@
+"""From scores, limits and protection to a pruning plan (SPEC §6).
+
+Granularities:
+* ``filter``: a parent group's importance is its total connectivity to the next layer, Σ_j ρ[j,g],
+  summed over every layer that reads the channel group (residual-coupled readers included). The
+  least important groups are removed up to the limit, never protected ones.
+* ``connection``: every (child group, parent group) connection with ρ ≤ c_ℓ is removed; protected
+  child groups keep all their connections.
+
+Modes: ``ul`` prunes every pair to its limit; ``global`` uses one quantile q of the pooled scores,
+capped by each pair's limit; ``target`` bisects q until a fraction of parameters or MACs is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from torch import nn
+
+from snacs.errors import ConfigError, TargetError
+from snacs.limits import LimitResult, connection_keep, expand_groups, group_index
+from snacs.pairs import Topology
+from snacs.scores import n_groups
+from snacs.sensitivity import GroupSensitivity
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Plan", "make_plan", "GRANULARITIES", "MODES", "count_plan"]
+
+GRANULARITIES = ("filter", "connection")
+MODES = ("ul", "global", "target")
+
+
+@dataclass
+class Plan:
+    """What to remove. `keep[pair]` (connection) or `remove[group id]` channel indices (filter)."""
+
+    granularity: str
+    mode: str
+    q: float | None = None
+    keep: dict[str, list[list[bool]]] = field(default_factory=dict)
+    remove: dict[int, list[int]] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    predicted: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["remove"] = {str(k): v for k, v in self.remove.items()}
+        return d
+
+    def checksum(self) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _protected_rows(topology: Topology, sens: dict[int, GroupSensitivity], pair) -> set[int]:
+    if pair.is_classifier:
+        return set(range(pair.n_child))  # the classifier's outputs have no next layer
+    cg = topology.group_of_producer(pair.child)
+    if cg is None:
+        return set()
+    return set(sens[cg.id].protected) if cg.id in sens else set()
+
+
+def _importance(topology: Topology, scores: dict[str, np.ndarray], gid: int) -> np.ndarray:
+    pairs = [p for p in topology.pairs if p.group == gid]
+    return sum(scores[p.name].sum(0) for p in pairs)
+
+
+def _group_limit(topology: Topology, limits: dict[str, float], gid: int) -> float:
+    return min(limits[p.name] for p in topology.pairs if p.group == gid)
+
+
+def _filter_plan(topology, scores, limits, sens, groups, q) -> dict[int, list[int]]:
+    """Channels to remove per prunable channel group; q=None means each group to its limit."""
+    pooled, per = [], {}
+    for cg in topology.groups:
+        if not cg.prunable or not any(p.group == cg.id for p in topology.pairs):
+            continue
+        imp = _importance(topology, scores, cg.id)
+        readers = sum(scores[p.name].shape[0] for p in topology.pairs if p.group == cg.id)
+        per[cg.id] = imp / max(readers, 1)  # mean connectivity per reader group: comparable
+        pooled.append(per[cg.id])
+    thr = None
+    if q is not None:
+        thr = -np.inf if q <= 0 else float(np.quantile(np.concatenate(pooled), min(q, 1.0)))
+    out: dict[int, list[int]] = {}
+    for cg in topology.groups:
+        if cg.id not in per:
+            continue
+        imp = per[cg.id]
+        g = len(imp)
+        prot = set(sens[cg.id].protected) if cg.id in sens else set()
+        cap = min(int(round(_group_limit(topology, limits, cg.id) * g)), g - 1)
+        order = [i for i in np.argsort(imp, kind="stable") if i not in prot]
+        if thr is not None:
+            order = [i for i in order if imp[i] <= thr]
+        chosen = order[:max(cap, 0)]
+        if chosen:
+            gi = group_index(cg.channels, n_groups(cg.channels, groups))
+            out[cg.id] = sorted(int(c) for c in np.nonzero(np.isin(gi, chosen))[0])
+    return out
+
+
+def _connection_plan(topology, scores, limits, sens, q) -> dict[str, np.ndarray]:
+    thr = None
+    if q is not None:
+        pooled = np.concatenate([np.unique(scores[p.name]) for p in topology.pairs])
+        thr = -np.inf if q <= 0 else float(np.quantile(pooled, min(q, 1.0)))
+    out = {}
+    for p in topology.pairs:
+        rho = scores[p.name]
+        keep_ul = connection_keep(rho, limits[p.name])
+        keep = keep_ul if thr is None else (keep_ul | (rho > thr))
+        rows = sorted(_protected_rows(topology, sens, p))
+        keep[rows, :] = True
+        out[p.name] = keep
+    return out
+
+
+def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, float]:
+    """Predicted conv+linear weights and MACs after the plan, without touching the model."""
+    modules = dict(model.named_modules())
+    weight_layers = {n: m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    w0 = sum(m.weight.numel() for m in weight_layers.values())
+    macs0 = sum(m.weight.numel() * topology.out_positions[n] for n, m in weight_layers.items())
+    if plan.granularity == "filter":
+        kept_out = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+                    for n, m in weight_layers.items()}
+        kept_in = {n: (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features)
+                   for n, m in weight_layers.items()}
+        for gid, idx in plan.remove.items():
+            cg = topology.groups[gid]
+            k = len(idx)
+            for n in cg.producers + cg.depthwise:
+                kept_out[n] -= k
+            for n in cg.consumers:
+                spatial = next((p.spatial for p in topology.pairs if p.child == n), 1)
+                kept_in[n] -= k * spatial
+            for n in cg.depthwise:
+                kept_in[n] -= k
+        w1 = macs1 = 0
+        for n, m in weight_layers.items():
+            if isinstance(m, nn.Conv2d):
+                ksz = m.kernel_size[0] * m.kernel_size[1]
+                per_group_in = 1 if m.groups > 1 else kept_in[n]
+                w = kept_out[n] * per_group_in * ksz
+            else:
+                w = kept_out[n] * kept_in[n]
+            w1 += w
+            macs1 += w * topology.out_positions[n]
+    else:
+        removed_w = removed_macs = 0
+        for p in topology.pairs:
+            if p.name not in plan.keep:
+                continue
+            keep = np.asarray(plan.keep[p.name], dtype=bool)
+            m = modules[p.child]
+            per_conn = m.weight[0, 0].numel() if m.weight.dim() == 4 else p.spatial
+            mask = expand_groups(keep, p.n_child, p.n_parent)
+            r = int((~mask).sum()) * per_conn
+            removed_w += r
+            removed_macs += r * topology.out_positions[p.child]
+        w1, macs1 = w0 - removed_w, macs0 - removed_macs
+    return {"weights_before": w0, "weights_after": w1, "weights_removed": 1 - w1 / w0,
+            "macs_before": macs0, "macs_after": macs1, "macs_removed": 1 - macs1 / macs0}
+
+
+def make_plan(
+    model: nn.Module,
+    topology: Topology,
+    scores: dict[str, np.ndarray],
+    limits: dict[str, LimitResult] | dict[str, float],
+    sens: dict[int, GroupSensitivity],
+    *,
+    granularity: str = "filter",
+    mode: str = "ul",
+    q: float | None = None,
+    target: float | None = None,
+    target_metric: str = "params",
+    groups: int = 64,
+) -> Plan:
+    """Build the plan for one granularity and mode (see module docstring)."""
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"unknown granularity {granularity!r}; choose filter or connection")
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    lim = {k: (v.limit if isinstance(v, LimitResult) else float(v)) for k, v in limits.items()}
+
+    def build(qv: float | None) -> Plan:
+        plan = Plan(granularity=granularity, mode=mode, q=qv, limits=lim)
+        if granularity == "filter":
+            plan.remove = _filter_plan(topology, scores, lim, sens, groups, qv)
+        else:
+            plan.keep = {k: v.tolist()
+                         for k, v in _connection_plan(topology, scores, lim, sens, qv).items()}
+        plan.predicted = count_plan(model, topology, plan)
+        return plan
+
+    if mode == "ul":
+        return build(None)
+    if mode == "global":
+        if q is None or not 0.0 <= q <= 1.0:
+            raise ConfigError(f"mode 'global' needs a quantile q in [0, 1], got {q}")
+        return build(q)
+    # target
+    if target_metric not in ("params", "macs"):
+        raise ConfigError(f"target metric must be 'params' or 'macs', got {target_metric!r}")
+    if target is None or not 0.0 < target < 1.0:
+        raise TargetError(f"target must be a fraction in (0, 1) to remove, got {target}")
+    key = "weights_removed" if target_metric == "params" else "macs_removed"
+    best = build(1.0)
+    if best.predicted[key] < target:
+        raise TargetError(
+            f"target {target:.1%} of {target_metric} is beyond what the per-layer limits allow "
+            f"(at most {best.predicted[key]:.1%} with granularity {granularity}); lower --target "
+            "or relax the limits (--limit-fraction, --limits none)"
+        )
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        cand = build(mid)
+        if cand.predicted[key] >= target:
+            hi, best = mid, cand
+        else:
+            lo = mid
+        if hi - lo < 1e-6:
+            break
+    return best

@@ -1,0 +1,166 @@
+"""ACMI scores for every layer pair (SPEC §3): parallel workers and a resumable on-disk cache.
+
+Pairs are independent, so they are scored in worker processes. Each pair's matrix is written to
+the cache as soon as it is done, under a key made of the child's weights, the activations (hence
+the model's weights and the calibration indices) and the settings; an interrupted run reuses
+every pair already scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from snacs.activations import Activations
+from snacs.errors import ConfigError
+from snacs.io import atomic_write_bytes
+from snacs.pairs import LayerPair, Topology, is_depthwise
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ScoreSettings", "child_weight", "score_pairs", "n_groups"]
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """What changes a score matrix; part of the cache key."""
+
+    groups: int = 64
+    estimator: str = "edge"
+    phi: str = "weight"
+    seed: int = 0
+
+    def key(self) -> dict:
+        return {"groups": self.groups, "estimator": self.estimator, "phi": self.phi,
+                "seed": self.seed, "version": 1}
+
+
+def n_groups(channels: int, groups: int) -> int:
+    """G = min(n, groups): `groups` >= n gives one channel per group."""
+    return max(1, min(channels, groups))
+
+
+def child_weight(model: nn.Module, pair: LayerPair) -> torch.Tensor:
+    """The child's weight as (n_child, n_parent, k...) for φ (a flattened Linear is unfolded)."""
+    w = dict(model.named_modules())[pair.child].weight.detach().float()
+    if w.dim() == 2 and pair.spatial > 1:
+        w = w.reshape(w.shape[0], pair.n_parent, pair.spatial)
+    return w
+
+
+def _child_groups(pair: LayerPair, groups: int) -> int:
+    # The classifier's children are the K classes, one group per logit (SPEC §1).
+    return pair.n_child if pair.is_classifier else n_groups(pair.n_child, groups)
+
+
+def _score_one(args: tuple) -> tuple[str, np.ndarray]:
+    name, a_p, a_c, w, gp, gc, settings, threads = args
+    if threads:
+        torch.set_num_threads(threads)
+    from snacs.estimators import acmi_matrix
+
+    rho = acmi_matrix(a_p, a_c, w, gp, gc, phi=settings.phi, estimator=settings.estimator,
+                      seed=settings.seed)
+    return name, np.asarray(rho, dtype=np.float64)
+
+
+def _digest(*arrays: torch.Tensor | np.ndarray, extra: dict) -> str:
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for a in arrays:
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:32]
+
+
+def score_pairs(
+    model: nn.Module,
+    topology: Topology,
+    acts: Activations,
+    settings: ScoreSettings,
+    *,
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """ρ (G_c x G_p) for every pair, from the cache where possible.
+
+    Results do not depend on `workers`: each pair is computed from its own inputs and seed.
+    """
+    modules = dict(model.named_modules())
+    for p in topology.pairs:
+        if is_depthwise(modules[p.child]):  # never happens: depthwise convs are not children
+            raise ConfigError(f"{p.child} is depthwise and cannot be a child")
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    jobs, keys, out = [], {}, {}
+    threads = 1 if workers > 1 else 0
+    for p in topology.pairs:
+        w = child_weight(model, p)
+        gp = n_groups(p.n_parent, settings.groups)
+        gc = _child_groups(p, settings.groups)
+        key = _digest(w, acts.parents[p.name], acts.children[p.name],
+                      extra={**settings.key(), "gp": gp, "gc": gc, "pair": p.name})
+        keys[p.name] = key
+        if cache is not None and (cache / f"{key}.npy").is_file():
+            try:
+                out[p.name] = np.load(cache / f"{key}.npy")
+                continue
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable cache entry %s", cache / f"{key}.npy")
+        jobs.append((p.name, acts.parents[p.name].numpy(), acts.children[p.name].numpy(),
+                     w.numpy(), gp, gc, settings, threads))
+    if out:
+        log.info("scores: %d of %d pairs from cache", len(out), len(topology.pairs))
+    # big pairs first so the pool stays busy
+    jobs.sort(key=lambda j: -(j[1].shape[1] * j[2].shape[1]))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(topology.pairs), initial=len(out), desc="scores", leave=False,
+                   dynamic_ncols=True)
+
+    def done(name: str, rho: np.ndarray) -> None:
+        out[name] = rho
+        if cache is not None:
+            buf = io.BytesIO()
+            np.save(buf, rho)
+            atomic_write_bytes(cache / f"{keys[name]}.npy", buf.getvalue())
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=workers,
+                                     mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_score_one, j) for j in jobs]
+                for f in as_completed(futures):
+                    done(*f.result())
+        else:
+            for j in jobs:
+                done(*_score_one(j))
+    finally:
+        if bar is not None:
+            bar.close()
+    return {p.name: out[p.name] for p in topology.pairs}
+
+
+def cache_size(cache_dir: str | Path) -> int:
+    """Number of pair matrices in a cache directory."""
+    p = Path(cache_dir)
+    return len(list(p.glob("*.npy"))) if p.is_dir() else 0
+
+
