@@ -54,7 +54,7 @@ def remove_channels(model: nn.Module, topology: Topology, remove: dict[int, list
 
 def apply_plan(model: nn.Module, topology: Topology, plan: Plan) -> nn.Module:
     """A pruned copy of `model` (the input is never modified)."""
-    model = copy.deepcopy(model)
+    model = safe_deepcopy(model)
     if plan.granularity == "filter":
         remove_channels(model, topology, plan.remove)
         return model
@@ -103,6 +103,15 @@ def _silence_filters(model: nn.Module, topology: Topology, child: str, dead: tor
                 prune.custom_from_mask(bn, attr, mask)
 
 
+def safe_deepcopy(model: nn.Module) -> nn.Module:
+    """deepcopy that works on masked models (their `weight` is a computed, non-leaf tensor)."""
+    for m in model.modules():
+        for attr in ("weight", "bias"):
+            if hasattr(m, attr + "_mask"):
+                setattr(m, attr, (getattr(m, attr + "_orig") * getattr(m, attr + "_mask")).detach())
+    return copy.deepcopy(model)
+
+
 def make_masks_permanent(model: nn.Module) -> nn.Module:
     """Fold every mask into its tensor (removes the pruning re-parametrisation), in place."""
     for m in model.modules():
@@ -126,7 +135,7 @@ def export_slim(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     when its single producer's filter is dead (zero weights, zero bias, zero BN affine).
     Returns a new model without masks; the input is not modified.
     """
-    model = make_masks_permanent(copy.deepcopy(model))
+    model = make_masks_permanent(safe_deepcopy(model))
     topo = find_topology(model, input_shape)
     modules = dict(model.named_modules())
     remove: dict[int, list[int]] = {}
@@ -137,6 +146,8 @@ def export_slim(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
         unread = torch.ones(n, dtype=torch.bool)
         for c in cg.consumers:
             unread &= _zero_in(modules[c], n)
+        if cg.others:  # a custom layer (e.g. a padded shortcut) reads them too: not provable
+            unread[:] = False
         dead = torch.zeros(n, dtype=torch.bool)
         if len(cg.producers) == 1:
             p = modules[cg.producers[0]]

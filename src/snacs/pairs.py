@@ -39,6 +39,7 @@ class ChannelGroup:
     consumers: list[str]
     depthwise: list[str] = field(default_factory=list)
     norms: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # custom layers that also read the channels
     prunable: bool = True
     reason: str = ""
 
@@ -182,7 +183,7 @@ def find_topology(model: nn.Module, input_shape: tuple[int, ...]) -> Topology:
         groups: list[ChannelGroup] = []
         seen_roots: set[tuple[str, ...]] = set()
         for g in raw_groups:
-            producers, consumers, dws, norms = [], [], [], []
+            producers, consumers, dws, norms, others = [], [], [], [], []
             n_channels = None
             for dep, idxs in g:
                 mod = dep.target.module
@@ -202,6 +203,10 @@ def find_topology(model: nn.Module, input_shape: tuple[int, ...]) -> Topology:
                     bn = next((k for k, v in modules.items() if v is mod), None)
                     if bn is not None and bn not in norms:
                         norms.append(bn)
+                elif isinstance(mod, nn.Module) and type(mod).__module__.split(".")[0] != "torch":
+                    other = next((k for k, v in modules.items() if v is mod), None)
+                    if other is not None and other not in others:
+                        others.append(other)
             if not producers or not consumers:
                 continue
             key = tuple(sorted(producers))
@@ -210,6 +215,7 @@ def find_topology(model: nn.Module, input_shape: tuple[int, ...]) -> Topology:
             seen_roots.add(key)
             for cg in _split_by_width(producers, consumers, dws, norms, modules):
                 cg.id = len(groups)
+                cg.others = list(others)
                 groups.append(cg)
 
         consumer_group = {c: grp for grp in groups for c in grp.consumers}

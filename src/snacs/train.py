@@ -215,7 +215,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * y.numel()
+            loss_sum += loss.item() * y.numel()
             correct += int((logits.argmax(1) == y).sum())
             seen += int(y.numel())
             if progress and rank == 0 and hasattr(bar, "set_postfix"):

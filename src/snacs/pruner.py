@@ -1,0 +1,434 @@
+"""The SNACS pruner (scikit-learn contract) and the one-verb `snacs.prune`.
+
+Data flows one way: calibration data → activations → scores → limits and sensitivity → plan →
+apply. `SNACS(**params)` only stores hyperparameters; `fit(model, data)` does the work and sets
+`topology_`, `pairs_`, `scores_`, `limits_`, `sensitivity_`, `protected_`, `plan_`, `timings_`;
+`apply(model)` returns a pruned copy.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snacs.errors import ConfigError, DataError
+from snacs.plan import GRANULARITIES, MODES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SNACS", "PruneResult", "prune"]
+
+
+def _default_estimator() -> str:
+    try:
+        from snacs.estimators import DEFAULT_ESTIMATOR
+
+        return DEFAULT_ESTIMATOR
+    except ImportError:  # pragma: no cover
+        return "edge"
+
+
+class SNACS:
+    """Single-shot, automatic structured pruning with adaptive connectivity scores.
+
+    Args:
+        granularity: "filter" (physically removes channels; the default) or "connection"
+            (the paper's unit: masks (child group, parent group) kernel slices).
+        mode: "ul" prunes every pair to its automatic limit; "global" uses quantile `q` of the
+            pooled scores capped by the limits; "target" searches q to remove `target`.
+        target: fraction of parameters (or MACs, see `target_metric`) to remove, in (0, 1).
+        target_metric: "params" or "macs".
+        q: quantile for mode "global".
+        groups: G, groups per side (G = min(n, groups)); a value >= channels means one filter
+            per group.
+        samples_per_class: s, calibration samples per class drawn from the training split.
+        estimator: CMI estimator ("edge", "edge_faithful", "gaussian", "knn", "gmi").
+        phi: weight scaling φ ("weight", "weight_sq", "exp_weight", "none").
+        limits: "probe" (operating constraints, SPEC §4), "none" (no limit), or a number in
+            [0, 1): one fixed cap for every layer (MINT's setting).
+        limit_fraction: the 0.7 of τ = max − fraction·(max − min).
+        grid_step: step of the rate grid, in percent.
+        probe: the limits' classifier: "svm", "linear" or "ncm".
+        sensitivity: "auto" (outliers above mean + k·std), "fraction", or "none".
+        sensitivity_k: k of the automatic rule.
+        protect_fraction: share of top groups protected with sensitivity="fraction".
+        workers: processes that score pairs in parallel.
+        cache_dir: where scores are cached so an interrupted run resumes (None: no cache).
+        batch_size: batch size of the activation pass.
+        seed: seed of the calibration sample and the estimators.
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self,
+        *,
+        granularity: str = "filter",
+        mode: str = "ul",
+        target: float | None = None,
+        target_metric: str = "params",
+        q: float | None = None,
+        groups: int = 64,
+        samples_per_class: int = 250,
+        estimator: str | None = None,
+        phi: str = "weight",
+        limits: str | float = "probe",
+        limit_fraction: float = 0.7,
+        grid_step: int = 5,
+        probe: str = "svm",
+        sensitivity: str = "auto",
+        sensitivity_k: float = 2.0,
+        protect_fraction: float = 0.1,
+        workers: int = 1,
+        cache_dir: str | None = None,
+        batch_size: int = 256,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.granularity = granularity
+        self.mode = mode
+        self.target = target
+        self.target_metric = target_metric
+        self.q = q
+        self.groups = groups
+        self.samples_per_class = samples_per_class
+        self.estimator = estimator
+        self.phi = phi
+        self.limits = limits
+        self.limit_fraction = limit_fraction
+        self.grid_step = grid_step
+        self.probe = probe
+        self.sensitivity = sensitivity
+        self.sensitivity_k = sensitivity_k
+        self.protect_fraction = protect_fraction
+        self.workers = workers
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.seed = seed
+        self.progress = progress
+
+    # -- scikit-learn contract
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> SNACS:
+        for k, v in params.items():
+            if k not in self._param_names():
+                raise ConfigError(f"unknown SNACS option {k!r}; valid: {', '.join(self._param_names())}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items()
+                   if v != inspect.signature(type(self).__init__).parameters[k].default}
+        return f"SNACS({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def validate(self) -> None:
+        """Check every option before any expensive step; raise ConfigError/TargetError."""
+        from snacs.errors import TargetError
+        from snacs.limits import PROBES
+        from snacs.sensitivity import RULES
+
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"unknown granularity {self.granularity!r}; choose filter or connection")
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.target is not None and self.mode == "ul":
+            self.mode = "target"
+        if self.mode == "target":
+            if self.target is None or not 0.0 < float(self.target) < 1.0:
+                raise TargetError(
+                    f"target must be a fraction strictly between 0 and 1 (e.g. 0.5 removes half), "
+                    f"got {self.target}")
+            if self.target_metric not in ("params", "macs"):
+                raise ConfigError(f"target_metric must be 'params' or 'macs', got {self.target_metric!r}")
+        if self.mode == "global" and (self.q is None or not 0.0 <= float(self.q) <= 1.0):
+            raise ConfigError(f"mode 'global' needs q in [0, 1], got {self.q}")
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise ConfigError(f"groups must be a positive integer, got {self.groups!r}")
+        if not isinstance(self.samples_per_class, int) or self.samples_per_class < 2:
+            raise ConfigError(f"samples_per_class must be an integer >= 2, got {self.samples_per_class!r}")
+        est = self.estimator or _default_estimator()
+        from snacs.estimators import ESTIMATORS
+
+        if est not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator {est!r}; choose one of {', '.join(ESTIMATORS)}")
+        if self.phi not in ("weight", "weight_sq", "exp_weight", "none"):
+            raise ConfigError(f"unknown phi {self.phi!r}; choose weight, weight_sq, exp_weight or none")
+        if isinstance(self.limits, str):
+            if self.limits not in ("probe", "none"):
+                raise ConfigError(f"limits must be 'probe', 'none' or a fixed cap in [0, 1), got {self.limits!r}")
+        elif not 0.0 <= float(self.limits) < 1.0:
+            raise ConfigError(f"a fixed limit must be in [0, 1), got {self.limits}")
+        if not 0.0 < self.limit_fraction < 1.0:
+            raise ConfigError(f"limit_fraction must be in (0, 1), got {self.limit_fraction}")
+        if self.probe not in PROBES:
+            raise ConfigError(f"unknown probe {self.probe!r}; choose one of {', '.join(PROBES)}")
+        if self.sensitivity not in RULES:
+            raise ConfigError(f"unknown sensitivity {self.sensitivity!r}; choose one of {', '.join(RULES)}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
+
+    # -- the work
+    def _calibration(self, data, input_shape_hint=None):
+        """Batches of the calibration set from a snacs dataset, (x, y) tensors or batches."""
+        from snacs.data import BatchLoader, class_balanced_indices
+
+        if hasattr(data, "labels") and hasattr(data, "__getitem__") and hasattr(data, "image_shape"):
+            idx = class_balanced_indices(data.labels, self.samples_per_class, seed=self.seed,
+                                         class_names=getattr(data, "classes", None))
+            self.calibration_indices_ = idx
+            loader = BatchLoader(data, self.batch_size, indices=idx)
+            return loader, tuple(data.image_shape), len(loader)
+        if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+            x, y = data
+            if x.shape[0] != torch.as_tensor(y).shape[0]:
+                raise DataError(f"calibration inputs and labels differ in length ({x.shape[0]} vs {len(y)})")
+            self.calibration_indices_ = None
+            batches = [(x[i:i + self.batch_size], torch.as_tensor(y)[i:i + self.batch_size])
+                       for i in range(0, x.shape[0], self.batch_size)]
+            return batches, tuple(x.shape[1:]), len(batches)
+        if isinstance(data, Iterable):
+            batches = list(data)
+            if not batches:
+                raise DataError("the calibration data is empty")
+            self.calibration_indices_ = None
+            return batches, tuple(batches[0][0].shape[1:]), len(batches)
+        raise DataError(
+            f"cannot use {type(data).__name__} as data; pass a snacs dataset, an (inputs, labels) "
+            "pair of tensors, or an iterable of (inputs, labels) batches")
+
+    def fit(self, model: nn.Module, data) -> SNACS:
+        """Score, limit, protect and plan. `model` is not modified."""
+        from snacs.activations import collect_activations
+        from snacs.limits import upper_limits
+        from snacs.pairs import find_topology
+        from snacs.plan import make_plan
+        from snacs.scores import ScoreSettings, score_pairs
+        from snacs.sensitivity import sensitivity
+
+        self.validate()
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        batches, input_shape, n_batches = self._calibration(data)
+        self.input_shape_ = input_shape
+        self.topology_ = find_topology(model, input_shape)
+        self.pairs_ = [p.name for p in self.topology_.pairs]
+        for p in self.topology_.pairs:
+            if self.groups > max(p.n_parent, 1) and self.groups != 64 and self.groups < 10**6:
+                log.debug("groups=%d exceeds %d channels of %s: one channel per group",
+                          self.groups, p.n_parent, p.name)
+        timings["topology"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        acts = collect_activations(model, self.topology_, batches, progress=self.progress,
+                                   total=n_batches)
+        self._check_classes(acts.labels)
+        timings["activations"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        settings = ScoreSettings(groups=self.groups, estimator=self.estimator or _default_estimator(),
+                                 phi=self.phi, seed=self.seed)
+        self.scores_ = score_pairs(model, self.topology_, acts, settings, workers=self.workers,
+                                   cache_dir=self.cache_dir, progress=self.progress)
+        timings["scores"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        if self.limits == "probe":
+            self.limit_curves_ = upper_limits(
+                model, self.topology_, acts, self.scores_, granularity=self.granularity,
+                grid_step=self.grid_step, fraction=self.limit_fraction, probe=self.probe,
+                seed=self.seed, progress=self.progress)
+            self.limits_ = {k: v.limit for k, v in self.limit_curves_.items()}
+        else:
+            cap = 0.99 if self.limits == "none" else float(self.limits)
+            self.limit_curves_ = {}
+            self.limits_ = {p.name: cap for p in self.topology_.pairs}
+        timings["limits"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        self.sensitivity_ = sensitivity(model, self.topology_, groups=self.groups,
+                                        rule=self.sensitivity, k=self.sensitivity_k,
+                                        fraction=self.protect_fraction)
+        self.protected_ = {g: s.protected for g, s in self.sensitivity_.items()}
+        timings["sensitivity"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
+                               self.sensitivity_, granularity=self.granularity, mode=self.mode,
+                               q=self.q, target=self.target, target_metric=self.target_metric,
+                               groups=self.groups)
+        timings["plan"] = time.perf_counter() - t
+        self.timings_ = timings
+        self.n_samples_ = acts.n
+        return self
+
+    def _check_classes(self, labels: torch.Tensor) -> None:
+        counts = torch.bincount(labels)
+        if (counts > 0).sum() < 2:
+            raise DataError("the calibration set holds a single class; SNACS needs labelled data "
+                            "from at least two classes")
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """A pruned copy of `model` following `plan_` (call `fit` first)."""
+        from snacs.apply import apply_plan
+
+        if not hasattr(self, "plan_"):
+            raise ConfigError("call fit(model, data) before apply(model)")
+        return apply_plan(model, self.topology_, self.plan_)
+
+
+@dataclass
+class PruneResult:
+    """Everything SPEC §8 asks a pruning run to report; serialises to JSON."""
+
+    settings: dict
+    granularity: str
+    mode: str
+    samples: int
+    weights_before: int
+    weights_after: int
+    weights_pruned_pct: float
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    macs_reduction: float
+    layers: list[dict] = field(default_factory=list)
+    latency_before_ms: float | None = None
+    latency_after_ms: float | None = None
+    accuracy_before: float | None = None
+    accuracy_pruned: float | None = None
+    accuracy_finetuned: float | None = None
+    timings: dict = field(default_factory=dict)
+    plan_checksum: str = ""
+    finetune: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from snacs.io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+
+def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dict]:
+    from snacs.pairs import is_depthwise
+
+    before = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    after = dict(pruned.named_modules())
+    pair_of = {p.child: p for p in pruner.topology_.pairs}
+    rows = []
+    for n, m in before.items():
+        a = after[n]
+        w0 = m.weight.numel()
+        w1 = int(torch.count_nonzero(a.weight.detach()))
+        out0 = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        out1 = a.out_channels if isinstance(a, nn.Conv2d) else a.out_features
+        p = pair_of.get(n)
+        sens_prot = 0
+        cg = pruner.topology_.group_of_producer(n)
+        if cg is not None:
+            sens_prot = len(pruner.protected_.get(cg.id, []))
+        rows.append({
+            "layer": n, "type": "depthwise" if is_depthwise(m) else type(m).__name__,
+            "weights_before": w0, "weights_after": w1,
+            "pruned_pct": 100.0 * (1 - w1 / w0),
+            "out_channels_before": out0, "out_channels_after": out1,
+            "channels_removed": out0 - out1,
+            "limit_pct": 100.0 * pruner.limits_[n] if p is not None else None,
+            "protected_groups": sens_prot,
+        })
+    return rows
+
+
+def prune(
+    model: nn.Module,
+    data,
+    *,
+    eval_data=None,
+    measure_latency: bool = True,
+    **params: Any,
+) -> tuple[nn.Module, PruneResult]:
+    """Prune `model` with SNACS in one call and report what was done.
+
+    Args:
+        model: a trained network (not modified).
+        data: calibration data: a snacs dataset (class-balanced samples are drawn from it), an
+            (inputs, labels) pair of tensors, or an iterable of (inputs, labels) batches.
+        eval_data: optional held-out dataset; accuracy before and after pruning is measured on it.
+        measure_latency: time a batch-1 forward pass before and after (1 thread).
+        **params: SNACS options (see `SNACS`).
+
+    Returns:
+        The pruned model (masks held, for granularity "connection") and a `PruneResult`.
+    """
+    from snacs.metrics import count_macs, count_parameters, measure_latency as latency
+    from snacs.metrics import conv_linear_weights, nonzero_conv_linear_weights
+    from snacs.train import evaluate
+
+    pruner = SNACS(**params).fit(model, data)
+    pruned = pruner.apply(model)
+    shape = pruner.input_shape_
+    sparse = pruner.granularity == "connection"
+    w0 = conv_linear_weights(model)
+    w1 = nonzero_conv_linear_weights(pruned) if sparse else conv_linear_weights(pruned)
+    m0 = count_macs(model, shape)
+    m1 = count_macs(pruned, shape, sparse=sparse)
+    res = PruneResult(
+        settings={k: v for k, v in pruner.get_params().items() if k != "progress"}
+        | {"estimator": pruner.estimator or _default_estimator()},
+        granularity=pruner.granularity, mode=pruner.mode, samples=pruner.n_samples_,
+        weights_before=w0, weights_after=w1, weights_pruned_pct=100.0 * (1 - w1 / w0),
+        params_before=count_parameters(model), params_after=count_parameters(pruned),
+        macs_before=m0, macs_after=m1, macs_reduction=m0 / max(m1, 1),
+        layers=_layer_table(model, pruned, pruner), timings=dict(pruner.timings_),
+        plan_checksum=pruner.plan_.checksum(),
+    )
+    if measure_latency:
+        lat_model = pruned
+        if sparse:
+            from snacs.apply import export_slim
+
+            lat_model = export_slim(pruned, shape)
+        res.latency_before_ms = latency(model, shape)["median_ms"]
+        res.latency_after_ms = latency(lat_model, shape)["median_ms"]
+    if eval_data is not None:
+        res.accuracy_before = evaluate(model, eval_data)["accuracy"]
+        res.accuracy_pruned = evaluate(pruned, eval_data)["accuracy"]
+    pruned.snacs_result = res  # type: ignore[attr-defined]
+    pruned.snacs_pruner = pruner  # type: ignore[attr-defined]
+    return pruned, res
+
+
+def summary_table(res: PruneResult) -> str:
+    """A short before/after table for terminals and reports."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        f"{'':22}{'before':>14}{'after':>14}",
+        f"{'accuracy (%)':22}{f(res.accuracy_before, '.2f'):>14}"
+        f"{f(res.accuracy_finetuned if res.accuracy_finetuned is not None else res.accuracy_pruned, '.2f'):>14}",
+        f"{'parameters':22}{res.params_before:>14,}{res.params_after:>14,}",
+        f"{'conv+linear weights':22}{res.weights_before:>14,}{res.weights_after:>14,}",
+        f"{'MACs':22}{res.macs_before:>14,}{res.macs_after:>14,}",
+        f"{'latency (ms, bs 1)':22}{f(res.latency_before_ms, '.2f'):>14}{f(res.latency_after_ms, '.2f'):>14}",
+    ]
+    return "\n".join(lines)
+
+
