@@ -1,7 +1,232 @@
-"""Pruning subcommands of the CLI (prune, finetune, export); filled in with the pipeline."""
+"""Pruning subcommands: `snacs prune`, `snacs finetune`, `snacs export`."""
 
 from __future__ import annotations
 
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from snacs.errors import ConfigError
+
+log = logging.getLogger("snacs")
+
+# options whose values change the result of `snacs prune` (a rerun into the same --out with
+# different values is refused unless --overwrite)
+PRUNE_KEYS = ("model", "width", "checkpoint", "dataset", "data_root", "target", "target_metric",
+              "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
+              "limits", "limit_fraction", "grid_step", "probe", "sensitivity", "sensitivity_k",
+              "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay")
+
+
+def _limits_value(v: str):
+    if v in ("probe", "none"):
+        return v
+    try:
+        return float(v)
+    except ValueError:
+        raise ConfigError(f"--limits takes probe, none or a number in [0, 1), got {v!r}") from None
+
 
 def add_commands(sub, add_model, add_data, add_train, add_common) -> None:
-    return None
+    p = sub.add_parser(
+        "prune", help="prune a trained model with SNACS",
+        description="Score every layer pair with ACMI, find per-layer limits, protect sensitive "
+                    "filters, prune once and optionally fine-tune. Writes OUT/model.pt (reload "
+                    "with snacs.load), OUT/result.json, OUT/report.md and PNG plots.")
+    add_model(p, "trained weights: a snacs model file, or a state_dict (then give --model)")
+    add_data(p)
+    g = p.add_argument_group("SNACS options")
+    g.add_argument("--granularity", choices=["filter", "connection"], default="filter",
+                   help="filter: remove whole channels (faster model); connection: mask "
+                        "(child, parent) kernel slices as in the paper (default: %(default)s)")
+    g.add_argument("--mode", choices=["ul", "global", "target"], default="ul",
+                   help="ul: every layer to its automatic limit; global: one quantile --q capped by "
+                        "the limits; target: remove --target (default: %(default)s, or target "
+                        "when --target is given)")
+    g.add_argument("--target", type=float, default=None,
+                   help="fraction in (0, 1) of parameters (or MACs) to remove")
+    g.add_argument("--target-metric", choices=["params", "macs"], default="params",
+                   help="what --target counts (default: %(default)s)")
+    g.add_argument("--q", type=float, default=None, help="quantile for --mode global")
+    g.add_argument("--groups", type=int, default=64,
+                   help="G, filter groups per layer side, G = min(channels, groups) "
+                        "(default: %(default)s)")
+    g.add_argument("--samples-per-class", type=int, default=250,
+                   help="calibration samples per class from the training split (default: %(default)s)")
+    g.add_argument("--estimator", default=None,
+                   help="CMI estimator: edge, edge_faithful, gaussian, knn, gmi (default: the "
+                        "library default, see README)")
+    g.add_argument("--phi", choices=["weight", "weight_sq", "exp_weight", "none"], default="weight",
+                   help="weight-based scaling of the CMI (default: %(default)s)")
+    g.add_argument("--limits", type=_limits_value, default="probe",
+                   help="probe (automatic upper limits), none, or one fixed cap in [0, 1) for every "
+                        "layer (default: %(default)s)")
+    g.add_argument("--limit-fraction", type=float, default=0.7,
+                   help="τ = max − f·(max − min) of the probe accuracy curve (default: %(default)s)")
+    g.add_argument("--grid-step", type=int, default=5,
+                   help="step of the probe's pruning-rate grid, percent (default: %(default)s)")
+    g.add_argument("--probe", choices=["svm", "linear", "ncm"], default="svm",
+                   help="classifier of the operating constraints (default: %(default)s)")
+    g.add_argument("--sensitivity", choices=["auto", "fraction", "none"], default="auto",
+                   help="protect outlier filters (auto: > mean + k·std), a top fraction, or none "
+                        "(default: %(default)s)")
+    g.add_argument("--sensitivity-k", type=float, default=2.0, help="k of the auto rule (default: %(default)s)")
+    g.add_argument("--protect-fraction", type=float, default=0.1,
+                   help="share protected with --sensitivity fraction (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="processes scoring layer pairs in parallel (default: %(default)s)")
+    g.add_argument("--batch-size-calib", dest="batch_size_calib", type=int, default=256,
+                   help="batch size of the activation pass (default: %(default)s)")
+    f = p.add_argument_group("fine-tuning after pruning")
+    f.add_argument("--finetune-epochs", type=int, default=0,
+                   help="epochs of fine-tuning after pruning (default: %(default)s)")
+    add_train(f, epochs=0, lr=0.01, wd=5e-4)
+    p.add_argument("--out", default="runs/prune", help="output directory (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow an output directory that holds a run with other settings")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    add_common(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("finetune", help="fine-tune a pruned model",
+                       description="Fine-tune a model written by `snacs prune`; zero weights stay "
+                                   "zero (connection pruning). Writes OUT/model.pt.")
+    p.add_argument("--load", required=True, help="the pruned model (OUT/model.pt of snacs prune)")
+    add_data(p)
+    add_train(p, epochs=2, lr=0.01, wd=5e-4)
+    p.add_argument("--out", default="runs/finetune", help="output directory (default: %(default)s)")
+    add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
+                       description="Export a snacs model file; the exported model's outputs are "
+                                   "checked against PyTorch's (max abs difference <= 1e-4).")
+    p.add_argument("--load", required=True, help="a snacs model file (model.pt)")
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
+                   help="export format (default: %(default)s)")
+    p.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                   help="input shape (default: from the model file)")
+    p.add_argument("--output", required=True, help="file to write")
+    add_common(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _settings(args) -> dict:
+    return {k: getattr(args, k, None) for k in PRUNE_KEYS}
+
+
+def _check_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
+    prev = out / "settings.json"
+    if prev.is_file() and not overwrite:
+        try:
+            old = json.loads(prev.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != json.loads(json.dumps(settings)):
+            diff = sorted(k for k in settings if (old or {}).get(k) != json.loads(json.dumps(settings)).get(k))
+            raise ConfigError(
+                f"output directory {out} holds a run with other settings ({', '.join(diff)}); "
+                "choose another --out or pass --overwrite")
+
+
+def _finetune_config(args):
+    from snacs.train import TrainConfig
+
+    return TrainConfig(epochs=args.finetune_epochs if hasattr(args, "finetune_epochs") else args.epochs,
+                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                       schedule=args.schedule, milestones=tuple(args.milestones or ()),
+                       gamma=args.gamma, batch_size=args.batch_size, augment=not args.no_augment,
+                       bf16=args.bf16, val_fraction=args.val_fraction, seed=args.seed)
+
+
+def cmd_prune(args) -> int:
+    import snacs.io
+    from snacs.cli import _build_model, _dataset_extra, _progress_enabled, build_dataset
+    from snacs.io import atomic_write_json, ensure_writable_dir
+    from snacs.pruner import SNACS, prune, summary_table
+    from snacs.report import write_report
+    from snacs.train import evaluate, train
+
+    out = Path(args.out)
+    settings = _settings(args)
+    _check_out_dir(out, settings, args.overwrite)
+    ensure_writable_dir(out)
+    mode = "target" if args.target is not None and args.mode == "ul" else args.mode
+    params = dict(granularity=args.granularity, mode=mode, target=args.target,
+                  target_metric=args.target_metric, q=args.q, groups=args.groups,
+                  samples_per_class=args.samples_per_class, estimator=args.estimator,
+                  phi=args.phi, limits=args.limits, limit_fraction=args.limit_fraction,
+                  grid_step=args.grid_step, probe=args.probe, sensitivity=args.sensitivity,
+                  sensitivity_k=args.sensitivity_k, protect_fraction=args.protect_fraction,
+                  workers=args.workers, cache_dir=str(out / "cache"),
+                  batch_size=args.batch_size_calib, seed=args.seed,
+                  progress=_progress_enabled(args))
+    SNACS(**params).validate()  # every option checked before any expensive step
+    ft_cfg = _finetune_config(args) if args.finetune_epochs > 0 else None
+    train_set = build_dataset(args.dataset, "train", args.data_root, **_dataset_extra(args))
+    test_set = build_dataset(args.dataset, "test", args.data_root, **_dataset_extra(args))
+    model = _build_model(args, train_set)
+    atomic_write_json(out / "settings.json", settings)
+
+    pruned, res = prune(model, train_set, eval_data=test_set,
+                        measure_latency=not args.no_latency, **params)
+    if ft_cfg is not None:
+        ft = train(pruned, train_set, ft_cfg, out_dir=out / "finetune", resume=args.resume,
+                   test_set=test_set, progress=_progress_enabled(args))
+        res.accuracy_finetuned = ft.test_accuracy
+        res.finetune = ft.to_dict() | {"config": {k: v for k, v in vars(ft_cfg).items()}}
+    final = pruned
+    if args.granularity == "connection":
+        from snacs.apply import export_slim
+
+        final = export_slim(pruned, pruned.snacs_pruner.input_shape_)
+        if not args.no_latency:
+            from snacs.metrics import measure_latency
+
+            res.latency_after_ms = measure_latency(final, pruned.snacs_pruner.input_shape_)["median_ms"]
+    snacs.io.save(final, out / "model.pt", extra={"result": res.to_dict()})
+    res.save(out / "result.json")
+    write_report(out, res, pruned.snacs_pruner.scores_,
+                 command="snacs " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print(summary_table(res))
+    print(f"\nreport: {out / 'report.md'}   model: {out / 'model.pt'}")
+    _ = evaluate  # evaluation happens inside prune/train
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import torch
+    from torch.nn.utils import prune as tprune
+
+    import snacs.io
+    from snacs.cli import _dataset_extra, _progress_enabled, build_dataset
+    from snacs.io import atomic_write_json, ensure_writable_dir
+    from snacs.train import train
+
+    out = ensure_writable_dir(args.out)
+    if Path(args.load).resolve() == (out / "model.pt").resolve():
+        raise ConfigError(f"--out {out} would overwrite the input model {args.load}; choose another --out")
+    model = snacs.io.load(args.load)
+    for m in model.modules():  # zeros stay zero: hold them with masks
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and (m.weight == 0).any():
+            tprune.custom_from_mask(m, "weight", (m.weight != 0).float())
+    train_set = build_dataset(args.dataset, "train", args.data_root, **_dataset_extra(args))
+    test_set = build_dataset(args.dataset, "test", args.data_root, **_dataset_extra(args))
+    res = train(model, train_set, _finetune_config(args), out_dir=out, resume=args.resume,
+                test_set=test_set, progress=_progress_enabled(args))
+    snacs.io.save(model, out / "model.pt", extra={"finetune": res.to_dict()})
+    atomic_write_json(out / "result.json", res.to_dict())
+    print(f"test accuracy {res.test_accuracy:.2f} %; model saved to {out / 'model.pt'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from snacs.export import export_model
+
+    info = export_model(args.load, args.output, fmt=args.format,
+                        input_shape=tuple(args.input_shape) if args.input_shape else None)
+    print(f"wrote {args.output} ({args.format}); max abs difference to PyTorch "
+          f"{info['max_abs_diff']:.2e} (tolerance {info['tolerance']:.0e})")
+    return 0
