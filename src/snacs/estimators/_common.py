@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from snacs.errors import ConfigError
 
-__all__ = ["as_matrix", "check_same_rows", "make_groups", "normalize_groups", "standardize"]
+__all__ = ["as_matrix", "check_same_rows", "make_groups", "normalize_groups", "standardize", "torch_threads"]
 
 ArrayLike = Any  # numpy array, torch tensor or nested sequence
 
@@ -116,3 +117,29 @@ def standardize(t: torch.Tensor, tiny: float = 1e-12) -> torch.Tensor:
         s = float(np.sqrt(np.mean(c * c)))
         out[:, i] = c / s if s > tiny else 0.0
     return torch.from_numpy(out)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with `n` torch intra-op threads (None: leave the setting alone).
+
+    The estimators issue many small, cache-sized tensor operations; with several threads each
+    one pays a fork/join, and on a shared machine a descheduled worker thread stalls every
+    operation (measured: 20x slower with 2 threads than with 1 on a loaded 2-core box).
+    The previous setting is restored afterwards (it is process-wide, not per thread).
+    """
+    if n is None:
+        yield
+        return
+    n = int(n)
+    if n < 1:
+        raise ConfigError(f"threads must be >= 1 or None; got {n}.")
+    old = torch.get_num_threads()
+    if old == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -20,6 +20,7 @@ from snacs.estimators._common import (
     check_same_rows,
     make_groups,
     normalize_groups,
+    torch_threads,
 )
 from snacs.estimators.edge import edge_cmi_matrix, edge_options
 from snacs.estimators.gaussian import gaussian_cmi_matrix
@@ -130,6 +131,7 @@ def cmi_matrix(
     Same arguments as `acmi_matrix`, without the φ scaling.
     """
     faithful = bool(options.pop("faithful", False))
+    threads = options.pop("threads", 1)
     if estimator not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}.")
     if estimator == "edge_faithful":
@@ -148,14 +150,15 @@ def cmi_matrix(
             f"valid: {sorted(allowed) or 'none'}."
         )
     t0 = time.perf_counter()
-    if estimator == "edge":
-        out = edge_cmi_matrix(p, c, pg, cg, seed=seed, faithful=faithful, options=edge_options(**options))
-    elif estimator == "gaussian":
-        out = gaussian_cmi_matrix(p, c, pg, cg, **options)
-    elif estimator == "knn":
-        out = knn_cmi_matrix(p, c, pg, cg, **options)
-    else:
-        out = gmi_cmi_matrix(p, c, pg, cg, seed=seed)
+    with torch_threads(threads):
+        if estimator == "edge":
+            out = edge_cmi_matrix(p, c, pg, cg, seed=seed, faithful=faithful, options=edge_options(**options))
+        elif estimator == "gaussian":
+            out = gaussian_cmi_matrix(p, c, pg, cg, **options)
+        elif estimator == "knn":
+            out = knn_cmi_matrix(p, c, pg, cg, **options)
+        else:
+            out = gmi_cmi_matrix(p, c, pg, cg, seed=seed)
     logger.debug(
         "cmi_matrix %s%s: N=%d, %dx%d cells in %.3fs",
         estimator, " (faithful)" if faithful else "", p.shape[0], len(cg), len(pg), time.perf_counter() - t0,
@@ -188,8 +191,9 @@ def acmi_matrix(
         estimator: "edge" (CRN chain rule), "edge_faithful" (literal SPEC §2 per term),
             "gaussian", "knn" or "gmi" (MINT's geometric estimator; slow).
         seed: seed of every random choice; the same inputs and seed give the same matrix.
-        **options: estimator options: `faithful` and the `EdgeOptions` fields for EDGE,
-            `ridge` for gaussian, `k` for knn.
+        **options: `threads` (torch intra-op threads while estimating, default 1, None = leave
+            the global setting), `faithful` and the `EdgeOptions` fields for EDGE, `ridge` for
+            gaussian, `k` for knn.
     """
     cmi = cmi_matrix(parent_act, child_act, parent_groups, child_groups, estimator=estimator, seed=seed, **options)
     gc, gp = cmi.shape

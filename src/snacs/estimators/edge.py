@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from snacs.errors import ConfigError
-from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows
+from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows, torch_threads
 
 __all__ = ["EdgeOptions", "edge_options", "edge_mi", "edge_cmi", "edge_cmi_columns", "edge_cmi_matrix"]
 
@@ -56,7 +56,7 @@ class EdgeOptions:
         n_bandwidth_points: random points used for the k-NN bandwidth.
         eps_range: relative spread of the ensemble bandwidths, eps * (1 + eps_range * j/(L-1)).
         project_small: also project variables whose dimension is already <= r.
-        max_batch_elements: memory cap (number of float64 codes) of one batched hash.
+        max_batch_elements: number of hash codes processed at once (small: cache-friendly).
     """
 
     n_ensemble: int = 10
@@ -67,7 +67,7 @@ class EdgeOptions:
     n_bandwidth_points: int = 500
     eps_range: float = 0.1
     project_small: bool = True
-    max_batch_elements: int = 2**24
+    max_batch_elements: int = 2**19
 
 
 def edge_options(**options: object) -> EdgeOptions:
@@ -147,11 +147,24 @@ def knn_bandwidth(values: torch.Tensor, k: int, points: torch.Tensor) -> torch.T
 
 @dataclass
 class _Projected:
-    """A projected variable: values (B, N, r), eps0 (B, r), and r (the scale 3r of SPEC §2)."""
+    """A projected variable: values (B, N, r), eps0 (B, r), r (the scale 3r of SPEC §2), and
+    the per-coordinate extremes (B, r) that bound the hash codes."""
 
     values: torch.Tensor
     eps0: torch.Tensor
     r: int
+    vmin: torch.Tensor | None = None
+    vmax: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.vmin is None:
+            self.vmin = self.values.amin(dim=1)
+            self.vmax = self.values.amax(dim=1)
+
+    def rows(self, sl: slice) -> _Projected:
+        """The batch rows `sl` (eps0 broadcast when it has a single row)."""
+        eps0 = self.eps0 if self.eps0.shape[0] == 1 else self.eps0[sl]
+        return _Projected(self.values[sl], eps0, self.r, self.vmin[sl], self.vmax[sl])
 
 
 def _project(x: torch.Tensor, seed: int, stream: int, points: torch.Tensor, opts: EdgeOptions) -> _Projected:
@@ -176,29 +189,33 @@ def _hash_keys(p: _Projected, gamma: torch.Tensor, opts: EdgeOptions) -> torch.T
     """Integer bucket keys (B, L, N) of the L shifted hashes floor((x' + b) / eps).
 
     p.values (Bp, N, r), gamma (Bg,), B = max(Bp, Bg). The r integer coordinates are combined
-    into one exact int64 key per row (mixed radix over the observed code ranges).
+    into one exact key per row, mixed radix over the code ranges; the ranges come from the
+    coordinate extremes (floor and the affine map are monotone), not from a pass over the codes.
     """
     t, frac = _ensemble_scales(opts)
     eps = p.eps0[:, None, :] * (3.0 * p.r) * gamma[:, None, None] * t[None, :, None]  # (B, L, r)
     b = frac[None, :, None] * eps
-    codes = torch.floor((p.values[:, None, :, :] + b[:, :, None, :]) / eps[:, :, None, :])
-    return _combine_codes(codes)
-
-
-def _combine_codes(codes: torch.Tensor) -> torch.Tensor:
-    """Exact int64 key per row vector of `codes` (..., N, r), equal keys iff equal rows."""
-    lo = codes.amin(dim=-2, keepdim=True)
-    span = codes.amax(dim=-2, keepdim=True) - lo + 1.0  # (..., 1, r)
-    c = (codes - lo).to(torch.int64)
+    inv = 1.0 / eps  # (x' + b) * (1 / eps): same buckets as the division up to one rounding
+    lo = torch.floor((p.vmin[:, None, :] + b) * inv)
+    hi = torch.floor((p.vmax[:, None, :] + b) * inv)
+    span = hi - lo + 1.0
+    codes = p.values[:, None, :, :] + b[:, :, None, :]
+    codes.mul_(inv[:, :, None, :]).floor_()  # integer-valued floats
     r = codes.shape[-1]
-    if r == 1:
-        return c[..., 0]
-    bits = torch.log2(span).sum(dim=-1).max().item()
-    if bits < 60:
-        strides = torch.cumprod(torch.cat([torch.ones_like(span[..., :1]), span[..., :-1]], dim=-1), dim=-1)
-        return (c * strides.to(torch.int64)).sum(dim=-1)
+    strides = torch.cumprod(torch.cat([torch.ones_like(span[..., :1]), span[..., :-1]], dim=-1), dim=-1)
+    # Exact in float64 while every partial sum stays below 2^52 in magnitude.
+    bound = float(((lo.abs().maximum(hi.abs()) + 1.0) * strides).sum(dim=-1).max())
+    if r == 1 or bound < 2.0**52:
+        if r == 1:
+            key = codes[..., 0] - lo[:, :, None, 0]
+        else:
+            offset = (lo * strides).sum(dim=-1)  # (B, L)
+            key = torch.einsum("blnr,blr->bln", codes, strides.expand(codes.shape[0], -1, -1))
+            key.sub_(offset[:, :, None])
+        return key.to(torch.int64)
     # Rare (very fine buckets in many dimensions): fold coordinates one by one, compacting
     # the partial key to dense ids (< N) whenever the next fold could overflow.
+    c = codes.sub_(lo[:, :, None, :]).to(torch.int64)
     n = codes.shape[-2]
     key = c[..., 0]
     cur = float(span[..., 0].max())
@@ -215,50 +232,84 @@ def _combine_codes(codes: torch.Tensor) -> torch.Tensor:
 def _dense_ids(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of `keys` (..., N): dense bucket id (0..n_buckets-1) and bucket size of each sample."""
     shape = keys.shape
-    k2 = keys.reshape(-1, shape[-1])
-    s, perm = k2.sort(dim=-1)
-    new = torch.ones_like(s, dtype=torch.bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    ids_sorted = new.cumsum(dim=-1) - 1
-    counts_sorted = _run_lengths(ids_sorted)
-    ids = torch.empty_like(ids_sorted).scatter_(1, perm, ids_sorted)
-    counts = torch.empty_like(counts_sorted).scatter_(1, perm, counts_sorted)
-    return ids.reshape(shape), counts.reshape(shape)
+    k2 = keys.reshape(-1, shape[-1]).numpy()
+    perm = np.argsort(k2, axis=1)
+    srt = np.take_along_axis(k2, perm, axis=1)
+    new = np.empty(srt.shape, dtype=bool)
+    new[:, 0] = True
+    np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])
+    ids_sorted = np.cumsum(new, axis=1) - 1
+    counts_sorted = _run_lengths(new.reshape(-1)).reshape(srt.shape)
+    ids = np.empty_like(ids_sorted)
+    counts = np.empty_like(counts_sorted)
+    np.put_along_axis(ids, perm, ids_sorted, axis=1)
+    np.put_along_axis(counts, perm, counts_sorted, axis=1)
+    return torch.from_numpy(ids).reshape(shape), torch.from_numpy(counts).reshape(shape)
 
 
-def _run_lengths(run_ids: torch.Tensor) -> torch.Tensor:
-    """For rows of nondecreasing run ids (R, N) starting at 0: the length of each element's run."""
-    rows, n = run_ids.shape
-    flat = run_ids + torch.arange(rows, dtype=run_ids.dtype)[:, None] * n
-    counts = torch.bincount(flat.reshape(-1), minlength=rows * n)
-    return counts[flat]
+def _run_lengths(new: np.ndarray) -> np.ndarray:
+    """Length of each element's run, given the flags marking the first element of every run."""
+    starts = np.flatnonzero(new)
+    lengths = np.diff(starts, append=new.size)
+    return np.repeat(lengths, lengths)
 
 
-def _mi_from_keys(kx: torch.Tensor, ky: torch.Tensor, opts: EdgeOptions) -> torch.Tensor:
-    """Hash MI (bits) per (batch, ensemble member) from bucket keys kx (Bx, L, N), ky (By, L, N).
+@dataclass
+class _XBuckets:
+    """X bucket ids (Bx, L, N) and a (Bx * L, N) table of bucket sizes indexed by id."""
 
-    I = (1/N) sum_(i,k) N_ik clip(log2(N N_ik / (N_i M_k)), lower, U), written as a mean over
-    samples of the clipped log-ratio of the sample's own buckets.
+    ids: np.ndarray
+    sizes: np.ndarray
+
+    @classmethod
+    def from_keys(cls, kx: torch.Tensor) -> _XBuckets:
+        bx, L, n = kx.shape
+        ids, counts = _dense_ids(kx)
+        table = np.zeros((bx * L, n), dtype=np.int64)
+        np.put_along_axis(table, ids.numpy().reshape(bx * L, n), counts.numpy().reshape(bx * L, n), axis=1)
+        return cls(ids.numpy(), table)
+
+
+def _mi_from_keys(xb: _XBuckets, ky: torch.Tensor, opts: EdgeOptions) -> torch.Tensor:
+    """Hash MI (bits) per (batch, ensemble member) from X buckets (Bx, L, N) and Y keys (B, L, N).
+
+    I = (1/N) sum_(i,k) N_ik clip(log2(N N_ik / (N_i M_k)), lower, U) over the occupied joint
+    buckets. The joint key packs (Y key, X bucket id) into one int64; after one sort per row the
+    joint buckets and the Y buckets are both runs, so no second sort or hash table is needed.
+    numpy's sort is used because it is several times faster than torch's here (SIMD sort).
     """
-    n = kx.shape[-1]
-    xid, cx = _dense_ids(kx)
-    if int(ky.max()) >= _KEY_LIMIT // n:
-        ky, _ = _dense_ids(ky)
-    joint = ky * n + xid  # broadcast over the batch
-    shape = joint.shape
-    j2 = joint.reshape(-1, n)
-    s, perm = j2.sort(dim=-1)
-    new_j = torch.ones_like(s, dtype=torch.bool)
-    new_j[:, 1:] = s[:, 1:] != s[:, :-1]
-    ys = torch.div(s, n, rounding_mode="floor")
-    new_y = torch.ones_like(new_j)
-    new_y[:, 1:] = ys[:, 1:] != ys[:, :-1]
-    c_joint = _run_lengths(new_j.cumsum(dim=-1) - 1)
-    c_y = _run_lengths(new_y.cumsum(dim=-1) - 1)
-    c_x = cx.expand(shape).reshape(-1, n).gather(1, perm)
-    ratio = (float(n) * c_joint.to(torch.float64)) / (c_x.to(torch.float64) * c_y.to(torch.float64))
-    pmi = torch.log2(ratio).clamp_(min=opts.lower, max=opts.upper)
-    return pmi.mean(dim=-1).reshape(shape[:-1])
+    bx, L, n = xb.ids.shape
+    bits = max(1, int(n - 1).bit_length())
+    kyn = ky.numpy()
+    if int(kyn.max()) >= (1 << (62 - bits)):
+        kyn = _dense_ids(ky)[0].numpy()
+    joint = np.left_shift(kyn, bits) | xb.ids  # (B, L, N), broadcast over the batch
+    b = joint.shape[0]
+    rows = b * L
+    srt = np.sort(joint.reshape(rows, n), axis=1).reshape(-1)
+    total = srt.size
+    new_j = np.empty(total, dtype=bool)
+    new_j[0] = True
+    np.not_equal(srt[1:], srt[:-1], out=new_j[1:])
+    new_j[::n] = True
+    ys = np.right_shift(srt, bits)
+    new_y = np.empty(total, dtype=bool)
+    new_y[0] = True
+    np.not_equal(ys[1:], ys[:-1], out=new_y[1:])
+    new_y[::n] = True
+    starts_j = np.flatnonzero(new_j)  # one entry per occupied joint bucket
+    n_ij = np.diff(starts_j, append=total)
+    starts_y = np.flatnonzero(new_y)
+    len_y = np.diff(starts_y, append=total)
+    m_k = len_y[np.searchsorted(starts_y, starts_j, side="right") - 1]
+    row = starts_j // n
+    # N_i: size of the cell's X bucket, looked up in a (Bx * L, N) table of bucket sizes.
+    xrow = row if bx == b else row % L
+    n_i = xb.sizes[xrow, srt[starts_j] & ((1 << bits) - 1)]
+    pmi = np.log2((float(n) * n_ij) / (n_i * m_k).astype(np.float64))
+    np.clip(pmi, opts.lower, opts.upper, out=pmi)
+    sums = np.bincount(row, weights=n_ij * pmi, minlength=rows)
+    return torch.from_numpy(sums / n).reshape(b, L)
 
 
 def _median_last(v: torch.Tensor) -> torch.Tensor:
@@ -271,10 +322,24 @@ def _median_last(v: torch.Tensor) -> torch.Tensor:
 
 
 def _edge_pass(x: _Projected, y: _Projected, gamma: torch.Tensor, opts: EdgeOptions) -> torch.Tensor:
-    """One ensemble estimate (median over L) per batch row; `gamma` (B,) or (1,)."""
-    kx = _hash_keys(x, gamma, opts)
-    ky = _hash_keys(y, gamma, opts)
-    return _median_last(_mi_from_keys(kx, ky, opts))
+    """One ensemble estimate (median over L) per batch row; `gamma` (B,) or (1,).
+
+    The batch is processed in cache-sized chunks; when X and gamma are shared by the whole
+    batch (the CRN case), X is hashed and counted once.
+    """
+    bx, by, bg = x.values.shape[0], y.values.shape[0], gamma.shape[0]
+    b = max(bx, by, bg)
+    shared = bx == 1 and bg == 1
+    xb = _XBuckets.from_keys(_hash_keys(x, gamma, opts)) if shared else None
+    out = torch.empty(b, dtype=torch.float64)
+    n = x.values.shape[1]
+    for sl in _chunks(b, n, max(x.r, y.r), opts):
+        g = gamma if bg == 1 else gamma[sl]
+        ky = _hash_keys(y if by == 1 else y.rows(sl), g, opts)
+        if not shared:
+            xb = _XBuckets.from_keys(_hash_keys(x if bx == 1 else x.rows(sl), g, opts))
+        out[sl] = _median_last(_mi_from_keys(xb, ky, opts))
+    return out
 
 
 def _renormalized_gamma(gamma: float | torch.Tensor, mi: torch.Tensor) -> torch.Tensor:
@@ -310,28 +375,33 @@ def edge_mi(x: ArrayLike, y: ArrayLike, *, seed: int = 0, **options: object) -> 
     opts = edge_options(**options)
     xt, yt = as_matrix(x, "x"), as_matrix(y, "y")
     n = check_same_rows(x=xt, y=yt)
-    pts = bandwidth_points(n, int(opts.n_bandwidth_points), seed)
-    px = _project(xt, seed, _X_STREAM, pts, opts)
-    py = _project(yt, seed, _Y_STREAM, pts, opts)
-    mi, _ = _edge_full(px, py, opts)
+    with torch_threads(1):
+        pts = bandwidth_points(n, int(opts.n_bandwidth_points), seed)
+        px = _project(xt, seed, _X_STREAM, pts, opts)
+        py = _project(yt, seed, _Y_STREAM, pts, opts)
+        mi, _ = _edge_full(px, py, opts)
     return float(mi[0])
 
 
 def edge_cmi(
-    x: ArrayLike, y: ArrayLike, z: ArrayLike, *, seed: int = 0, faithful: bool = False, **options: object
+    x: ArrayLike, y: ArrayLike, z: ArrayLike | None, *, seed: int = 0, faithful: bool = False, **options: object
 ) -> float:
     """EDGE estimate of I(X; Y | Z) in bits by the chain rule, max(0, I(X;[Y,Z]) - I(X;Z)).
 
     Args:
-        x, y, z: N x d samples.
+        x, y, z: N x d samples (z None: no conditioning, the result is I(X; Y)).
         seed: seed of projections and bandwidth points.
         faithful: True = both terms by the literal SPEC §2 procedure with their own randomness
             (reproduces the paper); False (default) = common random numbers (see module doc).
         **options: fields of `EdgeOptions`.
     """
-    yt, zt = as_matrix(y, "y"), as_matrix(z, "z")
-    check_same_rows(y=yt, z=zt)
-    parents = torch.cat([yt, zt], dim=1)
+    yt = as_matrix(y, "y")
+    if z is None:
+        parents = yt
+    else:
+        zt = as_matrix(z, "z")
+        check_same_rows(y=yt, z=zt)
+        parents = torch.cat([yt, zt], dim=1)
     return edge_cmi_columns(x, parents, np.arange(yt.shape[1]), seed=seed, faithful=faithful, **options)
 
 
@@ -354,21 +424,22 @@ def edge_cmi_columns(
     n = check_same_rows(x=xt, parents=pt)
     ycols = np.asarray(y_columns, dtype=np.int64).reshape(-1)
     rest = np.setdiff1d(np.arange(pt.shape[1]), ycols)
-    if rest.size == 0:
-        raise ConfigError("Z is empty: the conditioning set needs at least one column besides Y.")
-    pts = bandwidth_points(n, int(opts.n_bandwidth_points), seed)
-    px = _project(xt, seed, _X_STREAM, pts, opts)
-    pall = _project(pt, seed, _Y_STREAM, pts, opts)
-    mi_all, gamma = _edge_full(px, pall, opts)
-    if faithful:
-        pz = _project(pt[:, torch.from_numpy(rest)], seed, _Y_STREAM, pts, opts)
-        mi_z, _ = _edge_full(px, pz, opts)
-    else:
-        w = projection_matrix(pt, pall.r, seed, _Y_STREAM)
-        yi = torch.from_numpy(ycols)
-        zvals = pall.values[0] - pt[:, yi] @ w[yi]
-        pz = _Projected(zvals[None], pall.eps0, pall.r)
-        mi_z = _edge_pass(px, pz, gamma, opts)
+    with torch_threads(1):
+        pts = bandwidth_points(n, int(opts.n_bandwidth_points), seed)
+        px = _project(xt, seed, _X_STREAM, pts, opts)
+        pall = _project(pt, seed, _Y_STREAM, pts, opts)
+        mi_all, gamma = _edge_full(px, pall, opts)
+        if rest.size == 0:  # no conditioning variables: I(X; Y | {}) = I(X; Y)
+            mi_z = torch.zeros(1, dtype=torch.float64)
+        elif faithful:
+            pz = _project(pt[:, torch.from_numpy(rest)], seed, _Y_STREAM, pts, opts)
+            mi_z, _ = _edge_full(px, pz, opts)
+        else:
+            w = projection_matrix(pt, pall.r, seed, _Y_STREAM)
+            yi = torch.from_numpy(ycols)
+            zvals = pall.values[0] - pt[:, yi] @ w[yi]
+            pz = _Projected(zvals[None], pall.eps0, pall.r)
+            mi_z = _edge_pass(px, pz, gamma, opts)
     return max(0.0, float(mi_all[0]) - float(mi_z[0]))
 
 
@@ -392,16 +463,16 @@ def edge_cmi_matrix(
     pts = bandwidth_points(n, int(opts.n_bandwidth_points), seed)
     pall = _project(parent, seed, _Y_STREAM, pts, opts)
     gp = len(parent_groups)
+    # A parent group holding every channel leaves Z empty: then Î(X; Z) = 0.
+    nonempty = [i for i, g in enumerate(parent_groups) if np.setdiff1d(np.arange(n_p), g).size]
     if faithful:
-        zs = []
-        for g in parent_groups:
-            rest = np.setdiff1d(np.arange(n_p), g)
-            if rest.size == 0:
-                raise ConfigError("a parent group holds every parent channel; Z would be empty.")
-            zs.append(_project(parent[:, torch.from_numpy(rest)], seed, _Y_STREAM, pts, opts))
+        zs = {}
+        for i in nonempty:
+            rest = np.setdiff1d(np.arange(n_p), parent_groups[i])
+            zs[i] = _project(parent[:, torch.from_numpy(rest)], seed, _Y_STREAM, pts, opts)
         # Z variables of equal projected dimension share one batch.
         by_r: dict[int, list[int]] = {}
-        for i, p in enumerate(zs):
+        for i, p in zs.items():
             by_r.setdefault(p.r, []).append(i)
         z_batches = [
             (torch.tensor(idx), _Projected(torch.cat([zs[i].values for i in idx]), torch.cat([zs[i].eps0 for i in idx]), r))
@@ -410,28 +481,24 @@ def edge_cmi_matrix(
     else:
         w = projection_matrix(parent, pall.r, seed, _Y_STREAM)
         contrib = torch.stack([parent[:, torch.from_numpy(g)] @ w[torch.from_numpy(g)] for g in parent_groups])
-        zvals = pall.values - contrib  # (G_p, N, r)
+        keep = torch.tensor(nonempty, dtype=torch.int64)
+        pz_all = _Projected((pall.values - contrib)[keep], pall.eps0, pall.r)  # (G_p', N, r)
     out = np.zeros((len(child_groups), gp), dtype=np.float64)
     for j, cg in enumerate(child_groups):
         px = _project(child[:, torch.from_numpy(cg)], seed, _X_STREAM, pts, opts)
         mi_all, gamma = _edge_full(px, pall, opts)
+        mi_z = torch.zeros(gp, dtype=torch.float64)
         if faithful:
-            mi_z = torch.empty(gp, dtype=torch.float64)
             for idx, pz in z_batches:
-                for sl in _chunks(len(idx), n, pz.r, opts):
-                    sub = _Projected(pz.values[sl], pz.eps0[sl], pz.r)
-                    est, _ = _edge_full(px, sub, opts)
-                    mi_z[idx[sl]] = est
-        else:
-            mi_z = torch.empty(gp, dtype=torch.float64)
-            for sl in _chunks(gp, n, pall.r, opts):
-                sub = _Projected(zvals[sl], pall.eps0.expand(zvals[sl].shape[0], -1), pall.r)
-                mi_z[sl] = _edge_pass(px, sub, gamma, opts)
+                mi_z[idx] = _edge_full(px, pz, opts)[0]
+        elif nonempty:
+            mi_z[keep] = _edge_pass(px, pz_all, gamma, opts)
         out[j] = (mi_all - mi_z).clamp(min=0.0).numpy()
     return out
 
 
 def _chunks(b: int, n: int, r: int, opts: EdgeOptions) -> list[slice]:
+    """Batch slices holding about `max_batch_elements` hash codes each."""
     per_row = max(1, n * max(r, 1) * int(opts.n_ensemble))
     step = max(1, int(opts.max_batch_elements) // per_row)
     return [slice(i, min(i + step, b)) for i in range(0, b, step)]
