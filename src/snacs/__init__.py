@@ -14,3 +14,9 @@ __all__ = [
     "TargetError",
     "__version__",
 ]
+
+from snacs.io import load, save  # noqa: E402
+from snacs.models import create_model, list_models  # noqa: E402
+from snacs.pruner import SNACS, PruneResult, prune  # noqa: E402
+
+__all__ += ["SNACS", "PruneResult", "prune", "load", "save", "create_model", "list_models"]

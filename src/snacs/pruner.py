@@ -339,7 +339,14 @@ def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dic
         w1 = int(torch.count_nonzero(a.weight.detach()))
         out0 = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
         out1 = a.out_channels if isinstance(a, nn.Conv2d) else a.out_features
+        in0 = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+        in1 = a.in_channels if isinstance(a, nn.Conv2d) else a.in_features
         p = pair_of.get(n)
+        inputs_cut = 100.0 * (1 - in1 / in0)
+        if pruner.granularity == "connection" and p is not None:
+            w = a.weight.detach().reshape(a.weight.shape[0], p.n_parent, -1)
+            # share of (child filter, parent channel) connections removed: what the limit caps
+            inputs_cut = 100.0 * float((w == 0).all(-1).float().mean())
         sens_prot = 0
         cg = pruner.topology_.group_of_producer(n)
         if cg is not None:
@@ -348,6 +355,7 @@ def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dic
             "layer": n, "type": "depthwise" if is_depthwise(m) else type(m).__name__,
             "weights_before": w0, "weights_after": w1,
             "pruned_pct": 100.0 * (1 - w1 / w0),
+            "limited_unit_pruned_pct": inputs_cut,
             "out_channels_before": out0, "out_channels_after": out1,
             "channels_removed": out0 - out1,
             "limit_pct": 100.0 * pruner.limits_[n] if p is not None else None,

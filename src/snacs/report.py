@@ -42,7 +42,11 @@ def plot_limits(result, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows) + 2), 4))
     lim = [r["limit_pct"] if r["limit_pct"] is not None else np.nan for r in rows]
     ax.bar(x - 0.2, lim, 0.4, label="upper limit (probe)", color="#9ecae1")
-    ax.bar(x + 0.2, [r["pruned_pct"] for r in rows], 0.4, label="weights pruned", color="#3182bd")
+    unit = "input channels removed" if result.granularity == "filter" else "connections removed"
+    ax.bar(x + 0.2, [r.get("limited_unit_pruned_pct") or 0.0 for r in rows], 0.4, label=unit,
+           color="#3182bd")
+    ax.plot(x, [r["pruned_pct"] for r in rows], "o", color="#e6550d", ms=4,
+            label="weights pruned (in and out)")
     ax.set_xticks(x, names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("% of the layer")
     ax.set_ylim(0, 100)
@@ -146,13 +150,14 @@ def write_report(out: Path, result, scores: dict[str, np.ndarray] | None = None,
         "",
         "![summary](summary.png)", "",
         "## Per layer", "",
-        "| layer | type | weights | pruned % | limit % | out channels | removed | protected groups |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| layer | type | weights | weights pruned % | limit % | inputs cut % | out channels | removed | protected groups |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result.layers:
         lines.append(
             f"| {r['layer']} | {r['type']} | {r['weights_before']:,} → {r['weights_after']:,} | "
             f"{r['pruned_pct']:.1f} | {f(r['limit_pct'], '.0f')} | "
+            f"{f(r.get('limited_unit_pruned_pct'), '.1f')} | "
             f"{r['out_channels_before']} → {r['out_channels_after']} | {r['channels_removed']} | "
             f"{r['protected_groups']} |")
     lines += ["", "![limits](limits.png)", ""]

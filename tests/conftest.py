@@ -1,0 +1,21 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def synth():
+    from snacs.data import synthetic
+
+    return synthetic("train", n_per_class=30, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_test():
+    from snacs.data import synthetic
+
+    return synthetic("test", n_per_class=10, seed=0)
