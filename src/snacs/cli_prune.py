@@ -132,13 +132,10 @@ def _check_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
 
 
 def _finetune_config(args):
-    from snacs.train import TrainConfig
+    from snacs.cli import _train_config
 
-    return TrainConfig(epochs=args.finetune_epochs if hasattr(args, "finetune_epochs") else args.epochs,
-                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                       schedule=args.schedule, milestones=tuple(args.milestones or ()),
-                       gamma=args.gamma, batch_size=args.batch_size, augment=not args.no_augment,
-                       bf16=args.bf16, val_fraction=args.val_fraction, seed=args.seed)
+    epochs = args.finetune_epochs if hasattr(args, "finetune_epochs") else args.epochs
+    return _train_config(args, epochs=epochs)
 
 
 def cmd_prune(args) -> int:

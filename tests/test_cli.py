@@ -1,0 +1,130 @@
+"""The command line as a user runs it: train → prune → reload → export, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import snacs
+from snacs.cli import main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    code = main(["train", "--model", "simplecnn", "--dataset", "synthetic", "--epochs", "4",
+                 "--lr", "0.1", "--batch-size", "32", "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_and_result(trained):
+    res = json.loads((trained / "result.json").read_text())
+    assert res["epochs_run"] == 4 and res["test_accuracy"] > 30.0
+    m = snacs.load(trained / "model.pt")
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert (trained / "last.pt").is_file() and (trained / "best.pt").is_file()
+
+
+def test_prune_end_to_end_outputs(trained, tmp_path, capsys):
+    out = tmp_path / "p"
+    code, stdout, err = run(["prune", "--checkpoint", str(trained / "model.pt"),
+                             "--dataset", "synthetic", "--samples-per-class", "10",
+                             "--estimator", "gaussian", "--groups", "8", "--out", str(out),
+                             "--finetune-epochs", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    for f in ("model.pt", "result.json", "report.md", "limits.png", "scores.png", "summary.png",
+              "settings.json"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "result.json").read_text())
+    assert res["weights_after"] < res["weights_before"]
+    assert res["accuracy_finetuned"] is not None and res["latency_after_ms"] > 0
+    slim = snacs.load(out / "model.pt")
+    assert sum(p.numel() for p in slim.parameters()) == res["params_after"]
+    assert "report:" in stdout and "MACs" in stdout
+    # same --out with other settings is refused; the user's outputs stay
+    code, _, err = run(["prune", "--checkpoint", str(trained / "model.pt"), "--dataset",
+                        "synthetic", "--groups", "4", "--out", str(out), "--no-progress"], capsys)
+    assert code == 2 and "other settings" in err and "--overwrite" in err
+    assert err.count("\n") == 1
+    # export to TorchScript loads in another process
+    ts = tmp_path / "m.ts"
+    code, stdout, err = run(["export", "--load", str(out / "model.pt"), "--format", "torchscript",
+                             "--output", str(ts)], capsys)
+    assert code == 0, err
+    r = subprocess.run([sys.executable, "-c",
+                        f"import torch; m=torch.jit.load({str(ts)!r}); "
+                        "print(m(torch.randn(1,3,32,32)).shape)"],
+                       capture_output=True, text=True, check=True)
+    assert "torch.Size([1, 10])" in r.stdout
+
+
+def test_connection_prune_and_finetune_keeps_zeros(trained, tmp_path, capsys):
+    out = tmp_path / "c"
+    code, _, err = run(["prune", "--checkpoint", str(trained / "model.pt"), "--dataset",
+                        "synthetic", "--samples-per-class", "10", "--estimator", "gaussian",
+                        "--granularity", "connection", "--groups", "8", "--out", str(out),
+                        "--no-progress", "--no-latency"], capsys)
+    assert code == 0, err
+    ft = tmp_path / "ft"
+    code, _, err = run(["finetune", "--load", str(out / "model.pt"), "--dataset", "synthetic",
+                        "--epochs", "1", "--out", str(ft), "--no-progress"], capsys)
+    assert code == 0, err
+    before = snacs.load(out / "model.pt")
+    after = snacs.load(ft / "model.pt")
+    for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()):
+        if n.endswith("weight") and a.dim() > 1:
+            assert (b[a == 0] == 0).all(), n
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--model", "resnet9000", "--dataset", "synthetic", "--epochs", "0"], "unknown model"),
+    (["train", "--model", "simplecnn", "--dataset", "mnist-x", "--epochs", "0"], "unknown dataset"),
+    (["train", "--model", "simplecnn", "--dataset", "fashion-mnist", "--data-root",
+      "/nonexistent/fm", "--epochs", "0"], "/nonexistent/fm"),
+    (["prune", "--model", "simplecnn", "--dataset", "synthetic", "--granularity", "filter",
+      "--target", "1.5"], "between 0 and 1"),
+    (["prune", "--model", "simplecnn", "--dataset", "synthetic", "--estimator", "mine"],
+     "unknown estimator"),
+])
+def test_errors_are_one_line(argv, needle, capsys, tmp_path):
+    code, _, err = run(argv + ["--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+    assert err.startswith("snacs: error:") and err.count("\n") == 1
+
+
+def test_mismatched_checkpoint_names_keys(trained, tmp_path, capsys):
+    sd = tmp_path / "sd.pt"
+    torch.save(snacs.create_model("vgg16", width=0.25).state_dict(), sd)
+    code, _, err = run(["evaluate", "--model", "simplecnn", "--checkpoint", str(sd),
+                        "--dataset", "synthetic"], capsys)
+    assert code == 2 and "features" in err and "Traceback" not in err
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(["train", "--model", "simplecnn", "--dataset", "synthetic", "--epochs",
+                        "0", "--out", str(blocker / "sub"), "--no-progress"], capsys)
+    assert code == 2 and "not writable" in err
+
+
+def test_help_lists_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--target", "--granularity", "--samples-per-class", "--groups", "--phi",
+                "--limits", "--sensitivity"):
+        assert opt in out
+    assert "default: filter" in out and "default: 250" in out
