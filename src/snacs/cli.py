@@ -97,7 +97,7 @@ def _dataset_extra(args) -> dict:
     extra = {}
     if getattr(args, "download", False):
         extra["download"] = True
-    if getattr(args, "image_size", None):
+    if getattr(args, "image_size", None) and getattr(args, "dataset", "") == "image-folder":
         extra["crop"] = args.image_size
     return extra
 
