@@ -109,7 +109,15 @@ def test_edge_mi_bivariate_gaussian_monotone_and_bounded() -> None:
         assert abs(e - true_mi(r)) < 0.4
 
 
-@pytest.mark.parametrize("fn", [gaussian_cmi, knn_cmi, lambda x, y, z: edge_cmi(x, y, z, faithful=True)])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        gaussian_cmi,
+        lambda x, y, z: gaussian_cmi(x, y, z, copula=True),
+        knn_cmi,
+        lambda x, y, z: edge_cmi(x, y, z, faithful=True),
+    ],
+)
 def test_mi_without_conditioning_monotone(fn) -> None:
     est = [fn(*bivariate(r), None) for r in RS]
     assert abs(est[0]) < 0.05
@@ -134,6 +142,7 @@ def cmi_sweep_data(b: float, seed: int, n: int = 2000) -> tuple[np.ndarray, ...]
         pytest.param(lambda x, y, z: edge_cmi(x, y, z), id="edge-crn"),
         pytest.param(lambda x, y, z: edge_cmi(x, y, z, faithful=True), id="edge-faithful"),
         pytest.param(gaussian_cmi, id="gaussian"),
+        pytest.param(lambda x, y, z: gaussian_cmi(x, y, z, copula=True), id="gaussian-copula"),
         pytest.param(knn_cmi, id="knn"),
     ],
 )
@@ -161,7 +170,7 @@ def test_determinism_and_seed() -> None:
         a = cmi_matrix(p, c, 3, 2, estimator=est, seed=4)
         b = cmi_matrix(p, c, 3, 2, estimator=est, seed=4)
         assert np.array_equal(a, b), est
-    assert not np.array_equal(cmi_matrix(p, c, 3, 2, seed=1), cmi_matrix(p, c, 3, 2, seed=2))
+    assert not np.array_equal(cmi_matrix(p, c, 3, 2, estimator="edge", seed=1), cmi_matrix(p, c, 3, 2, estimator="edge", seed=2))
 
 
 def test_rescaling_a_column() -> None:
@@ -176,6 +185,10 @@ def test_rescaling_a_column() -> None:
     z = rng.standard_normal((1500, 2))
     for fn in (gaussian_cmi, knn_cmi):
         assert fn(xs, y, z) == pytest.approx(fn(x, y, z), abs=1e-6)
+    # the copula form is invariant to any increasing map of a column
+    xm = x.copy()
+    xm[:, 0] = np.exp(2 * x[:, 0])
+    assert gaussian_cmi(xm, y, z, copula=True) == pytest.approx(gaussian_cmi(x, y, z, copula=True), abs=1e-12)
 
 
 def test_constant_columns() -> None:
@@ -203,7 +216,7 @@ def test_tiny_n() -> None:
     with pytest.raises(ConfigError, match="at least 6 samples"):
         gmi_cmi(x, y, None)
     p, c = small_layer(n=8)
-    for est in ("edge", "edge_faithful", "gaussian"):
+    for est in ("edge", "edge_faithful", "gaussian", "gaussian_copula"):
         assert np.isfinite(acmi_matrix(p, c, None, 3, 2, estimator=est)).all()
 
 
@@ -269,6 +282,7 @@ def test_acmi_batched_equals_cell_by_cell(pg: list) -> None:
         "edge": lambda x, a, yi, zi: edge_cmi_columns(x, a, yi, seed=2),
         "edge_faithful": lambda x, a, yi, zi: edge_mi(x, a, seed=2) - edge_mi(x, a[:, zi], seed=2),
         "gaussian": lambda x, a, yi, zi: gaussian_cmi(x, a[:, yi], a[:, zi]),
+        "gaussian_copula": lambda x, a, yi, zi: gaussian_cmi(x, a[:, yi], a[:, zi], copula=True),
         "knn": lambda x, a, yi, zi: knn_cmi(x, a[:, yi], a[:, zi]),
         "gmi": lambda x, a, yi, zi: gmi_cmi(x, a[:, yi], a[:, zi], seed=2),
     }

@@ -17,11 +17,13 @@ import math
 
 import numpy as np
 import torch
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
 from snacs.errors import ConfigError
 from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows, standardize
 
-__all__ = ["gaussian_cmi", "gaussian_cmi_matrix"]
+__all__ = ["gaussian_cmi", "gaussian_cmi_matrix", "normal_scores"]
 
 _LN2 = math.log(2.0)
 
@@ -33,12 +35,22 @@ def _check_ridge(ridge: float) -> float:
     return ridge
 
 
-def gaussian_cmi(x: ArrayLike, y: ArrayLike, z: ArrayLike | None, *, ridge: float = 1e-4) -> float:
-    """Gaussian estimate of I(X; Y | Z) in bits (Z may be None or have zero columns: then I(X; Y)).
+def normal_scores(t: torch.Tensor) -> torch.Tensor:
+    """Each column replaced by Φ^{-1}(rank / (N + 1)), ties sharing their average rank."""
+    ranks = rankdata(np.ascontiguousarray(t.numpy().T), axis=1, method="average").T  # rows: fast axis
+    return torch.from_numpy(np.ascontiguousarray(ndtri(ranks / (t.shape[0] + 1.0))))
+
+
+def gaussian_cmi(
+    x: ArrayLike, y: ArrayLike, z: ArrayLike | None, *, ridge: float = 1e-4, copula: bool = False
+) -> float:
+    """Gaussian estimate of I(X; Y | Z) in bits (Z may be None: then I(X; Y)).
 
     Args:
         x, y, z: N x d samples.
         ridge: added to the diagonal of the correlation matrix (units of variance).
+        copula: replace every column by its normal scores (ranks) first: a Gaussian-copula
+            estimate, invariant to any increasing transform of a column.
     """
     xt, yt = as_matrix(x, "x"), as_matrix(y, "y")
     if z is None:
@@ -48,7 +60,9 @@ def gaussian_cmi(x: ArrayLike, y: ArrayLike, z: ArrayLike | None, *, ridge: floa
         zt = as_matrix(z, "z")
         check_same_rows(x=xt, y=yt, z=zt)
         parents = torch.cat([yt, zt], dim=1)
-    out = gaussian_cmi_matrix(parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])], ridge=ridge)
+    out = gaussian_cmi_matrix(
+        parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])], ridge=ridge, copula=copula
+    )
     return float(out[0, 0])
 
 
@@ -59,11 +73,15 @@ def gaussian_cmi_matrix(
     child_groups: list[np.ndarray],
     *,
     ridge: float = 1e-4,
+    copula: bool = False,
 ) -> np.ndarray:
     """Gaussian CMI (bits) of every (child group, parent group) cell, G_c x G_p, non-negative."""
     ridge = _check_ridge(ridge)
     n, n_p = parent.shape
-    data = standardize(torch.cat([parent, child], dim=1))
+    data = torch.cat([parent, child], dim=1)
+    if copula:
+        data = normal_scores(data)
+    data = standardize(data)
     cov = data.T @ data / n
     cov = cov + ridge * torch.eye(cov.shape[0], dtype=cov.dtype)
     spp = cov[:n_p, :n_p]
