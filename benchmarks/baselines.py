@@ -1,0 +1,312 @@
+"""Channel selections of every compared method, in one harness (SPEC §9).
+
+Every method returns the same thing: ``remove[group id] = channel indices`` over the prunable
+channel groups of :func:`snacs.pairs.find_topology`. The harness (``benchmarks.compare``) then
+applies it with :func:`snacs.apply.remove_channels`, fine-tunes and evaluates, identically for all.
+
+* ``snacs``: ``SNACS(mode="target").fit(...)``; the plan of another budget is rebuilt from the
+  same fitted scores, limits and protection with :func:`snacs.plan.make_plan` (the plan is a
+  pure function of those, so this equals a fresh ``fit`` at that target, minus the scoring).
+* ``snacs-ul``: the fully automatic mode, at whatever budget its limits give.
+* ``mint``: the same pipeline with MINT's settings: geometric CMI (``gmi``), φ = 1, one fixed cap
+  for every layer, no sensitivity. GMI is O(N²) per (child group, parent group) cell, so MINT
+  runs with fewer calibration samples and coarser groups (see ``MINT_PARAMS``).
+* ``l1``: Li et al. (ICLR 2017) filter L1 norms, ranked **globally**: a channel's score is the
+  sum over the coupled group's producers of Σ|W| of its filter.
+* ``random``: uniform random scores (seeded).
+* ``tp-magnitude`` / ``tp-taylor``: torch-pruning's ``GroupMagnitudeImportance`` (group L2) and
+  ``GroupTaylorImportance`` (|w·∂L/∂w|, gradient summed over calibration batches), computed on
+  each coupled group of a DependencyGraph built with ``snacs.models.customized_pruners()``.
+
+Non-SNACS methods reach a budget the same way: each group's scores are divided by their mean
+(torch-pruning's default "mean" normaliser, so groups of different size and scale compare),
+every prunable channel except the best of its group (≥ 1 channel always stays) is ranked
+globally, and the number of lowest-ranked channels removed is bisected until the removal
+predicted by :func:`snacs.plan.count_plan` meets the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from snacs.errors import TargetError
+from snacs.pairs import Topology
+from snacs.plan import Plan, count_plan
+
+__all__ = [
+    "METHODS",
+    "BUDGET_METHODS",
+    "MINT_PARAMS",
+    "Selection",
+    "prunable_groups",
+    "select_to_budget",
+    "l1_importance",
+    "random_importance",
+    "tp_importance",
+    "fit_snacs",
+    "snacs_remove",
+    "select",
+]
+
+# methods pruned to a budget, then the automatic one
+BUDGET_METHODS = ("snacs", "mint", "l1", "random", "tp-magnitude", "tp-taylor")
+METHODS = BUDGET_METHODS + ("snacs-ul",)
+IMPORTANCE_METHODS = ("l1", "random", "tp-magnitude", "tp-taylor")
+
+# MINT (SPEC §9): φ = 1, one fixed cap, no sensitivity, the geometric estimator. The O(N²) GMI
+# calls are kept affordable with 50 samples per class and at most 16 groups per layer side.
+MINT_PARAMS: dict[str, Any] = {"estimator": "gmi", "phi": "none", "limits": 0.9,
+                               "sensitivity": "none", "groups": 16, "samples_per_class": 50}
+# calibration for torch-pruning's Taylor importance: a class-balanced set, gradient summed
+TAYLOR_SAMPLES_PER_CLASS = 50
+TAYLOR_BATCH = 100
+
+
+@dataclass
+class Selection:
+    """What a method chose and what it cost."""
+
+    method: str
+    remove: dict[int, list[int]]
+    predicted: dict[str, float]
+    score_seconds: float  # scoring / importance (shared by every budget of one seed)
+    select_seconds: float  # plan or budget search for this budget
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prune_seconds(self) -> float:
+        return self.score_seconds + self.select_seconds
+
+
+def prunable_groups(topology: Topology) -> list[int]:
+    """Ids of the channel groups any method may prune (the ones SNACS scores)."""
+    read = {p.group for p in topology.pairs}
+    return [g.id for g in topology.groups if g.prunable and g.id in read]
+
+
+def _key(metric: str) -> str:
+    if metric not in ("params", "macs"):
+        raise ValueError(f"budget metric must be 'params' or 'macs', got {metric!r}")
+    return "weights_removed" if metric == "params" else "macs_removed"
+
+
+def _plan(remove: dict[int, list[int]]) -> Plan:
+    return Plan(granularity="filter", mode="target", remove=remove)
+
+
+def select_to_budget(
+    model: nn.Module,
+    topology: Topology,
+    importance: dict[int, np.ndarray],
+    target: float,
+    metric: str = "params",
+) -> tuple[dict[int, list[int]], dict[str, float]]:
+    """Remove the globally lowest mean-normalised scores until `target` of `metric` is removed.
+
+    Returns the removal and the predicted counts. Raises TargetError when even removing all but
+    one channel of every group falls short.
+    """
+    key = _key(metric)
+    cand_score, cand_gid, cand_ch = [], [], []
+    for gid in sorted(importance):
+        imp = np.asarray(importance[gid], dtype=np.float64)
+        if imp.size < 2:
+            continue
+        mean = float(np.mean(np.abs(imp)))
+        norm = imp / mean if mean > 0 else imp
+        order = np.argsort(-norm, kind="stable")  # best first
+        rest = order[1:]  # the best channel of the group always stays
+        cand_score.append(norm[rest])
+        cand_gid.append(np.full(rest.size, gid))
+        cand_ch.append(rest)
+    if not cand_score:
+        raise TargetError("no prunable channel group")
+    score = np.concatenate(cand_score)
+    gids = np.concatenate(cand_gid)
+    chans = np.concatenate(cand_ch)
+    order = np.lexsort((chans, gids, score))  # ascending score, ties by group then channel
+
+    def removal(k: int) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i in order[:k]:
+            out.setdefault(int(gids[i]), []).append(int(chans[i]))
+        return {g: sorted(v) for g, v in sorted(out.items())}
+
+    def predicted(k: int) -> dict[str, float]:
+        return count_plan(model, topology, _plan(removal(k)))
+
+    top = predicted(len(order))
+    if top[key] < target:
+        raise TargetError(f"{metric} budget {target:.0%} is out of reach: removing all but one "
+                          f"channel of every group removes {top[key]:.1%}")
+    lo, hi = 0, len(order)  # predicted(hi) meets the target; find the smallest such k
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if predicted(mid)[key] >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return removal(hi), predicted(hi)
+
+
+# --------------------------------------------------------------------------- importances
+
+def _modules(model: nn.Module) -> dict[str, nn.Module]:
+    return dict(model.named_modules())
+
+
+@torch.no_grad()
+def l1_importance(model: nn.Module, topology: Topology) -> dict[int, np.ndarray]:
+    """Li et al.'s filter L1 norm, summed over the producers of each coupled group."""
+    mods = _modules(model)
+    out = {}
+    for gid in prunable_groups(topology):
+        g = topology.groups[gid]
+        imp = np.zeros(g.channels)
+        for name in g.producers + g.depthwise:
+            w = mods[name].weight.detach().abs()
+            imp += w.reshape(w.shape[0], -1).sum(1).double().numpy()
+        out[gid] = imp
+    return out
+
+
+def random_importance(topology: Topology, seed: int) -> dict[int, np.ndarray]:
+    """Uniform random scores, one stream per seed."""
+    rng = np.random.default_rng([int(seed), 7])
+    return {gid: rng.random(topology.groups[gid].channels) for gid in prunable_groups(topology)}
+
+
+def _out_fn(m: nn.Module):
+    return tp.prune_conv_out_channels if isinstance(m, nn.Conv2d) else tp.prune_linear_out_channels
+
+
+def _calibration_batches(data, seed: int, per_class: int, batch: int):
+    from snacs.data import BatchLoader, class_balanced_indices
+
+    counts = torch.bincount(torch.as_tensor(data.labels))
+    per_class = max(1, min(per_class, int(counts[counts > 0].min())))
+    idx = class_balanced_indices(data.labels, per_class, seed=seed)
+    return BatchLoader(data, batch, indices=idx, shuffle=True, seed=seed)
+
+
+def tp_importance(
+    model: nn.Module,
+    topology: Topology,
+    kind: str,
+    *,
+    data=None,
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
+    """torch-pruning's group importance of every channel of every prunable group.
+
+    Args:
+        kind: "magnitude" (GroupMagnitudeImportance, p=2) or "taylor" (GroupTaylorImportance).
+        data: training split for the Taylor gradient (class-balanced calibration batches).
+    """
+    from snacs.models import customized_pruners
+
+    model = copy.deepcopy(model)
+    model.eval()
+    # normalizer=None: the budget search normalises every method's scores the same way
+    if kind == "magnitude":
+        imp_fn = tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)
+    elif kind == "taylor":
+        imp_fn = tp.importance.GroupTaylorImportance(normalizer=None)
+        if data is None:
+            raise ValueError("Taylor importance needs calibration data")
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            for x, y in _calibration_batches(data, seed, TAYLOR_SAMPLES_PER_CLASS, TAYLOR_BATCH):
+                nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+    else:
+        raise ValueError(f"unknown torch-pruning importance {kind!r}")
+    dg = tp.DependencyGraph().build_dependency(
+        model, example_inputs=torch.zeros(1, *topology.input_shape), verbose=False,
+        customized_pruners=customized_pruners())
+    mods = _modules(model)
+    out = {}
+    for gid in prunable_groups(topology):
+        g = topology.groups[gid]
+        prod = mods[g.producers[0]]
+        group = dg.get_pruning_group(prod, _out_fn(prod), idxs=list(range(g.channels)))
+        v = imp_fn(group)
+        if v is None:
+            raise RuntimeError(f"torch-pruning gave no importance for group {gid}")
+        out[gid] = v.detach().double().cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- SNACS and MINT
+
+def fit_snacs(model: nn.Module, data, *, seed: int, **params: Any):
+    """A fitted SNACS (scores, limits, protection); `timings_` holds the stage times."""
+    from snacs import SNACS
+
+    # fitted in mode "ul" (always feasible); `snacs_remove` rebuilds the plan of each budget
+    p = SNACS(granularity="filter", seed=seed, **{**params, "mode": "ul", "target": None})
+    return p.fit(model, data)
+
+
+def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = None,
+                 metric: str = "params") -> tuple[dict[int, list[int]], dict[str, float]]:
+    """The plan of a fitted pruner at another mode/target, without rescoring."""
+    from snacs.plan import make_plan
+
+    plan = make_plan(model, pruner.topology_, pruner.scores_, pruner.limits_, pruner.sensitivity_,
+                     granularity="filter", mode=mode, target=target, target_metric=metric,
+                     groups=pruner.groups)
+    return {int(k): list(v) for k, v in plan.remove.items()}, dict(plan.predicted)
+
+
+def score_method(method: str, model: nn.Module, topology: Topology, data, *, seed: int,
+                 snacs_params: dict | None = None, mint_params: dict | None = None):
+    """The per-seed scoring state of a method: a fitted pruner or an importance dict."""
+    if method in ("snacs", "snacs-ul"):
+        return fit_snacs(model, data, seed=seed, **(snacs_params or {}))
+    if method == "mint":
+        return fit_snacs(model, data, seed=seed, **(mint_params or MINT_PARAMS))
+    if method == "l1":
+        return l1_importance(model, topology)
+    if method == "random":
+        return random_importance(topology, seed)
+    if method == "tp-magnitude":
+        return tp_importance(model, topology, "magnitude")
+    if method == "tp-taylor":
+        return tp_importance(model, topology, "taylor", data=data, seed=seed)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def select_from_state(method: str, state, model: nn.Module, topology: Topology, *,
+                      target: float | None, metric: str = "params"
+                      ) -> tuple[dict[int, list[int]], dict[str, float]]:
+    """Removal at one budget from a method's scoring state (see `score_method`)."""
+    if method == "snacs-ul":
+        return snacs_remove(state, model, mode="ul")
+    if target is None:
+        raise ValueError(f"{method} needs a budget")
+    if method in ("snacs", "mint"):
+        return snacs_remove(state, model, mode="target", target=target, metric=metric)
+    return select_to_budget(model, topology, state, target, metric)
+
+
+def select(method: str, model: nn.Module, topology: Topology, data, *, target: float | None,
+           metric: str = "params", seed: int = 0, snacs_params: dict | None = None,
+           mint_params: dict | None = None) -> Selection:
+    """Score and select in one call (the compare harness reuses the scoring across budgets)."""
+    t = time.perf_counter()
+    state = score_method(method, model, topology, data, seed=seed, snacs_params=snacs_params,
+                         mint_params=mint_params)
+    t_score = time.perf_counter() - t
+    t = time.perf_counter()
+    remove, pred = select_from_state(method, state, model, topology, target=target, metric=metric)
+    return Selection(method=method, remove=remove, predicted=pred, score_seconds=t_score,
+                     select_seconds=time.perf_counter() - t,
+                     info={"timings": dict(getattr(state, "timings_", {}))})

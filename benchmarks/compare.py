@@ -1,0 +1,436 @@
+"""Accuracy at matched compression: SNACS against its peers on one trained model per suite.
+
+    python -m benchmarks.compare --suite fmnist-vgg16
+    python -m benchmarks.compare --suite fmnist-resnet20 --seeds 0 --metrics params
+
+Every cell (method, budget metric, budget, seed) prunes the same trained base model with the
+same physical channel removal (`snacs.apply.remove_channels`), fine-tunes with the same schedule
+and seed (`snacs.train.train`) and is evaluated on the same test split. Results go to
+`benchmarks/results/compare_<suite>.json`, rewritten atomically after every cell; a rerun skips
+the cells already there (same base model, same fine-tuning schedule), so an interrupted run
+resumes. Base models live under `runs/bench/<suite>/` (gitignored): an existing trained model is
+copied there on first use, otherwise one is trained (seeded) with the suite's recipe.
+
+The fine-tune is deliberately short (CPU): one epoch over a class-balanced subset of the training
+split, the schedule is written into the JSON. Cells run in priority order (parameter budgets
+first, seed by seed), so a partial run is a complete smaller grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import RESULTS, environment, write_json
+from benchmarks import baselines as B
+
+log = logging.getLogger("benchmarks.compare")
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_RUNS = ROOT / "runs" / "bench"
+
+BUDGETS = (0.5, 0.7, 0.85)
+SEEDS = (0, 1)
+METRICS = ("params", "macs")
+
+# Same recipe as `snacs train` for fashion-mnist (cli.DATASET_TRAIN_DEFAULTS): batch 64, no
+# augmentation, lr 0.05 cosine, 2 epochs.
+BASE_TRAIN = {"epochs": 2, "lr": 0.05, "schedule": "cosine", "batch_size": 64, "augment": False,
+              "weight_decay": 5e-4, "val_fraction": 0.1, "seed": 0}
+# The short fine-tune of every cell. With one epoch the per-epoch cosine schedule is a constant
+# rate (lr_at(epoch 0) = lr).
+FINETUNE = {"epochs": 1, "lr": 0.01, "schedule": "cosine", "batch_size": 64, "augment": False,
+            "weight_decay": 5e-4, "val_fraction": 0.1}
+FINETUNE_PER_CLASS = 1200  # a 12,000-image class-balanced subset of the train split, seeded
+LATENCY = {"bs1": {"batch_size": 1, "repeats": 30}, "bs64": {"batch_size": 64, "repeats": 8}}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    model: str
+    width: float
+    dataset: str
+    base_sources: tuple[str, ...] = ()
+    methods: tuple[str, ...] = B.METHODS
+    snacs_params: dict = field(default_factory=dict)
+    mint_params: dict = field(default_factory=lambda: dict(B.MINT_PARAMS))
+
+
+SUITES = {
+    "fmnist-vgg16": Suite("fmnist-vgg16", "vgg16", 0.25, "fashion-mnist",
+                          base_sources=("runs/fmnist-vgg16-main/model.pt",
+                                        "runs/fmnist-vgg16-b/model.pt")),
+    "fmnist-resnet20": Suite("fmnist-resnet20", "resnet20", 1.0, "fashion-mnist"),
+}
+
+
+def results_path(suite: str, results_dir: Path = RESULTS) -> Path:
+    return results_dir / f"compare_{suite}.json"
+
+
+def cell_id(method: str, metric: str | None, budget: float | None, seed: int) -> str:
+    if method == "snacs-ul":
+        return f"snacs-ul__auto__seed{seed}"
+    return f"{method}__{metric}{round(budget * 100)}__seed{seed}"
+
+
+def grid(methods, metrics, budgets, seeds) -> list[dict]:
+    """Cells in priority order: parameter budgets first, then seed, budget, method."""
+    cells = []
+    for metric in metrics:
+        for seed in seeds:
+            if metric == metrics[0] and "snacs-ul" in methods:
+                cells.append({"method": "snacs-ul", "metric": None, "budget": None, "seed": seed})
+            for budget in budgets:
+                for m in methods:
+                    if m != "snacs-ul":
+                        cells.append({"method": m, "metric": metric, "budget": budget, "seed": seed})
+    for c in cells:
+        c["id"] = cell_id(c["method"], c["metric"], c["budget"], c["seed"])
+    return cells
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """A content hash of the model's weights (the base-model identity of every cell)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _datasets(suite: Suite):
+    from snacs.data import fashion_mnist
+
+    if suite.dataset != "fashion-mnist":
+        raise ValueError(f"suite dataset {suite.dataset!r} is not supported")
+    return fashion_mnist("train"), fashion_mnist("test")
+
+
+def base_model(suite: Suite, train, test, runs: Path = BENCH_RUNS) -> tuple[torch.nn.Module, dict]:
+    """The suite's trained base model: runs/bench/<suite>/base.pt, else copied from a known
+    trained run, else trained here with BASE_TRAIN (seeded, resumable)."""
+    import snacs
+    from snacs.io import atomic_write_json
+    from snacs.train import TrainConfig, evaluate
+    from snacs.train import train as train_fn
+
+    d = runs / suite.name
+    path = d / "base.pt"
+    meta_path = d / "base.json"
+    if path.is_file():
+        import json
+
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"source": str(path)}
+        return snacs.load(path), meta
+    d.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {}
+    for src in suite.base_sources:
+        p = ROOT / src
+        if p.is_file():
+            model = snacs.load(p)
+            meta = {"source": src, "trained_here": False}
+            break
+    else:
+        c = train.image_shape[0]
+        model = snacs.create_model(suite.model, num_classes=train.num_classes, width=suite.width,
+                                   in_channels=c)
+        cfg = TrainConfig(**BASE_TRAIN)
+        log.info("training the %s base model (%s)", suite.name, BASE_TRAIN)
+        res = train_fn(model, train, cfg, out_dir=d / "train", resume=True)
+        meta = {"source": f"trained here: {suite.model} width {suite.width}", "trained_here": True,
+                "train_config": BASE_TRAIN, "train_seconds": res.seconds,
+                "best_val_accuracy": res.best_val_accuracy}
+    meta["test_accuracy"] = evaluate(model, test)["accuracy"]
+    snacs.save(model, path)
+    atomic_write_json(meta_path, meta)
+    return snacs.load(path), meta
+
+
+def _latency(model, shape, settings: dict) -> dict[str, float]:
+    from snacs.metrics import measure_latency
+
+    return {k: measure_latency(model, shape, threads=1, **v)["median_ms"] for k, v in settings.items()}
+
+
+def _fit_cache(suite: Suite, method: str, seed: int, base_sha: str, runs: Path) -> Path:
+    key = "snacs" if method == "snacs-ul" else method
+    return runs / suite.name / "fits" / f"{key}-seed{seed}-{base_sha}.pt"
+
+
+class Harness:
+    """One suite: base model, data, and the per-seed scoring state of every method."""
+
+    def __init__(self, suite: Suite, *, results_dir: Path = RESULTS, runs: Path = BENCH_RUNS,
+                 finetune: dict | None = None, finetune_per_class: int = FINETUNE_PER_CLASS,
+                 latency: dict | None = None, data=None) -> None:
+        from snacs.metrics import conv_linear_weights, count_macs, count_parameters
+        from snacs.pairs import find_topology
+
+        self.suite = suite
+        self.results_dir = Path(results_dir)
+        self.runs = Path(runs)
+        self.finetune = dict(FINETUNE if finetune is None else finetune)
+        self.finetune_per_class = finetune_per_class
+        self.latency = dict(LATENCY if latency is None else latency)
+        if data is None:
+            self.train, self.test = _datasets(suite)
+            self.model, self.base_meta = base_model(suite, self.train, self.test, self.runs)
+        else:  # tests: (train, test, model)
+            self.train, self.test, self.model = data
+            from snacs.train import evaluate
+
+            self.base_meta = {"source": "given", "test_accuracy": evaluate(self.model, self.test)["accuracy"]}
+        self.model.eval()
+        self.shape = tuple(self.train.image_shape)
+        self.topology = find_topology(self.model, self.shape)
+        self.base_sha = state_digest(self.model)
+        self.base = {
+            **self.base_meta, "sha": self.base_sha,
+            "weights": conv_linear_weights(self.model), "params": count_parameters(self.model),
+            "macs": count_macs(self.model, self.shape),
+            "prunable_groups": len(B.prunable_groups(self.topology)),
+        }
+        self.states: dict[tuple[str, int], tuple[Any, float]] = {}
+        self.path = results_path(suite.name, self.results_dir)
+        self.result = self._load()
+
+    # -- results file
+    def _header(self) -> dict:
+        from snacs.pruner import _default_estimator
+
+        return {
+            "benchmark": "compare",
+            "suite": self.suite.name,
+            "model": {"name": self.suite.model, "width": self.suite.width,
+                      "in_channels": self.shape[0]},
+            "dataset": self.suite.dataset,
+            "base": self.base,
+            "finetune": {**self.finetune, "samples_per_class": self.finetune_per_class,
+                         "description": (
+                             f"{self.finetune['epochs']} epoch(s) of SGD (momentum 0.9, Nesterov, "
+                             f"wd {self.finetune['weight_decay']}) at lr {self.finetune['lr']} "
+                             f"({self.finetune['schedule']} per epoch; constant within one epoch), "
+                             f"batch {self.finetune['batch_size']}, no augmentation, on a "
+                             f"class-balanced subset of {self.finetune_per_class} training images "
+                             f"per class (seeded by the cell's seed), "
+                             f"{self.finetune['val_fraction']:.0%} of it held out for selection")},
+            "snacs_params": {"estimator": _default_estimator(), **self.suite.snacs_params},
+            "mint_params": self.suite.mint_params,
+            "budget_search": ("non-SNACS methods: per-group scores divided by their mean, channels "
+                              "ranked globally (the best of each group always kept), the number "
+                              "removed bisected until snacs.plan.count_plan meets the budget"),
+            "latency": {k: {**v, "threads": 1} for k, v in self.latency.items()},
+            "environment": environment(),
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    def _fingerprint(self) -> str:
+        import json
+
+        key = {"base": self.base_sha, "finetune": self.finetune, "per_class": self.finetune_per_class,
+               "snacs": self.suite.snacs_params, "mint": self.suite.mint_params}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _load(self) -> dict:
+        import json
+
+        res = self._header()
+        res["fingerprint"] = self._fingerprint()
+        res["cells"] = {}
+        if self.path.is_file():
+            old = json.loads(self.path.read_text())
+            kept = {k: v for k, v in old.get("cells", {}).items()
+                    if v.get("fingerprint") == res["fingerprint"] and v.get("status") != "error"}
+            if len(kept) < len(old.get("cells", {})):
+                log.info("%d stale or failed cell(s) of %s will be rerun",
+                         len(old.get("cells", {})) - len(kept), self.path.name)
+            res["cells"] = kept
+            res["created"] = old.get("created")
+        res["created"] = res.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return res
+
+    def save(self) -> None:
+        self.result["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.result["torch_threads"] = torch.get_num_threads()
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        if self.results_dir == RESULTS:
+            write_json(self.path.stem, self.result)
+        else:
+            from snacs.io import atomic_write_json
+
+            atomic_write_json(self.path, self.result)
+
+    def done(self, cid: str) -> bool:
+        return cid in self.result["cells"]
+
+    # -- scoring state (fitted pruners are cached on disk: an interrupted run does not refit)
+    def state(self, method: str, seed: int) -> tuple[Any, float]:
+        key = ("snacs" if method == "snacs-ul" else method, seed)
+        if key in self.states:
+            return self.states[key]
+        cache = _fit_cache(self.suite, method, seed, self._fingerprint(), self.runs)
+        if method in ("snacs", "snacs-ul", "mint") and cache.is_file():
+            st = torch.load(cache, map_location="cpu", weights_only=False)
+            self.states[key] = (st, float(sum(st.timings_.values())))
+            return self.states[key]
+        t = time.perf_counter()
+        st = B.score_method(key[0], self.model, self.topology, self.train, seed=seed,
+                            snacs_params=self.suite.snacs_params,
+                            mint_params=self.suite.mint_params)
+        secs = time.perf_counter() - t
+        if method in ("snacs", "snacs-ul", "mint"):
+            self._check_topology(st.topology_)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            from snacs.io import atomic_torch_save
+
+            atomic_torch_save(st, cache)
+        self.states[key] = (st, secs)
+        return self.states[key]
+
+    def _check_topology(self, topo) -> None:
+        mine = [(g.id, tuple(g.producers)) for g in self.topology.groups]
+        theirs = [(g.id, tuple(g.producers)) for g in topo.groups]
+        if mine != theirs:
+            raise RuntimeError("SNACS traced different channel groups than the harness")
+
+    # -- one cell
+    def run_cell(self, cell: dict) -> dict:
+        from snacs.apply import remove_channels
+        from snacs.data import class_balanced_indices
+        from snacs.errors import TargetError
+        from snacs.metrics import conv_linear_weights, count_macs, count_parameters
+        from snacs.train import TrainConfig, evaluate, train
+
+        method, metric, budget, seed = cell["method"], cell["metric"], cell["budget"], cell["seed"]
+        rec: dict[str, Any] = {"method": method, "metric": metric, "budget": budget, "seed": seed,
+                               "fingerprint": self._fingerprint()}
+        state, score_s = self.state(method, seed)
+        t = time.perf_counter()
+        try:
+            remove, pred = B.select_from_state(method, state, self.model, self.topology,
+                                               target=budget, metric=metric or "params")
+        except TargetError as e:
+            rec.update(status="unreachable", error=str(e))
+            return rec
+        select_s = time.perf_counter() - t
+        pruned = copy.deepcopy(self.model)
+        remove_channels(pruned, self.topology, remove)
+        pruned.eval()
+        w0, w1 = self.base["weights"], conv_linear_weights(pruned)
+        m0, m1 = self.base["macs"], count_macs(pruned, self.shape)
+        rec.update(
+            status="ok",
+            channels_removed=sum(len(v) for v in remove.values()),
+            channels_removed_per_group={str(k): len(v) for k, v in sorted(remove.items())},
+            predicted={k: float(v) for k, v in pred.items()},
+            weights_before=w0, weights_after=w1, weights_removed_pct=100.0 * (1 - w1 / w0),
+            params_before=self.base["params"], params_after=count_parameters(pruned),
+            macs_before=m0, macs_after=m1, macs_removed_pct=100.0 * (1 - m1 / m0),
+            score_seconds=score_s, select_seconds=select_s, prune_seconds=score_s + select_s,
+            score_timings={k: float(v) for k, v in getattr(state, "timings_", {}).items()},
+        )
+        if abs(pred["weights_after"] - w1) > 0 or abs(pred["macs_after"] - m1) > 0:
+            rec["accounting_mismatch"] = {"predicted_weights": pred["weights_after"],
+                                          "predicted_macs": pred["macs_after"]}
+        # latency of base and pruned measured back to back (a ratio holds on a busy machine)
+        lat_b = _latency(self.model, self.shape, self.latency)
+        lat_p = _latency(pruned, self.shape, self.latency)
+        rec["latency_ms"] = {k: {"base": lat_b[k], "pruned": lat_p[k]} for k in self.latency}
+        rec["accuracy_base"] = self.base_meta["test_accuracy"]
+        rec["accuracy_pruned"] = evaluate(pruned, self.test)["accuracy"]
+        idx = class_balanced_indices(self.train.labels, self.finetune_per_class, seed=seed)
+        cfg = TrainConfig(**self.finetune, seed=seed)
+        t = time.perf_counter()
+        res = train(pruned, self.train.subset(idx), cfg, test_set=self.test)
+        rec.update(accuracy_finetuned=res.test_accuracy, finetune_val_accuracy=res.best_val_accuracy,
+                   finetune_seconds=time.perf_counter() - t)
+        return rec
+
+    def run(self, cells: list[dict], *, max_cells: int | None = None) -> None:
+        todo = [c for c in cells if not self.done(c["id"])]
+        log.info("%s: %d of %d cells to run", self.suite.name, len(todo), len(cells))
+        self.save()
+        for i, cell in enumerate(todo[:max_cells]):
+            t = time.perf_counter()
+            try:
+                rec = self.run_cell(cell)
+            except Exception as e:  # noqa: BLE001 - record and go on; a rerun retries it
+                log.exception("cell %s failed", cell["id"])
+                rec = {**{k: cell[k] for k in ("method", "metric", "budget", "seed")},
+                       "status": "error", "error": f"{type(e).__name__}: {e}",
+                       "fingerprint": self._fingerprint()}
+            rec["cell_seconds"] = time.perf_counter() - t
+            self.result["cells"][cell["id"]] = rec
+            self.save()
+            log.info("[%d/%d] %s: %s", i + 1, len(todo), cell["id"], _summary(rec))
+
+
+def _summary(rec: dict) -> str:
+    if rec.get("status") != "ok":
+        return f"{rec.get('status')}: {rec.get('error')}"
+    return (f"weights -{rec['weights_removed_pct']:.1f} % MACs -{rec['macs_removed_pct']:.1f} % "
+            f"acc {rec['accuracy_pruned']:.2f} -> {rec['accuracy_finetuned']:.2f} "
+            f"({rec['cell_seconds']:.0f} s)")
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in s.split(",") if x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", required=True, choices=sorted(SUITES))
+    ap.add_argument("--methods", default=None,
+                    help=f"comma list (default: all: {','.join(B.METHODS)})")
+    ap.add_argument("--metrics", default=",".join(METRICS), help="budget metrics: params,macs")
+    ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS),
+                    help="fractions removed (default: %(default)s)")
+    ap.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
+    ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for scoring/fine-tuning (latency always uses 1)")
+    ap.add_argument("--dry-run", action="store_true", help="list the cells still to run")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    suite = SUITES[args.suite]
+    methods = tuple(args.methods.split(",")) if args.methods else suite.methods
+    bad = [m for m in methods if m not in B.METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(B.METHODS)}")
+    metrics = tuple(args.metrics.split(","))
+    cells = grid(methods, metrics, _floats(args.budgets), tuple(int(s) for s in args.seeds.split(",")))
+    if args.dry_run:
+        import json
+
+        done = set()
+        p = results_path(suite.name)
+        if p.is_file():
+            done = set(json.loads(p.read_text()).get("cells", {}))
+        for c in cells:
+            print(("done  " if c["id"] in done else "todo  ") + c["id"])
+        return 0
+    h = Harness(suite)
+    log.info("base model %s: %.2f %% test accuracy, %d weights, %d MACs", h.base["source"],
+             h.base["test_accuracy"], h.base["weights"], h.base["macs"])
+    h.run(cells, max_cells=args.max_cells)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,585 @@
+"""Regenerate BENCHMARKS.md (and the README's results block) from benchmarks/results/*.json.
+
+    python -m benchmarks.report
+
+Every number in the output comes from a result file; the only hand-written text is
+`benchmarks/notes.md` (the analysis, prose without numbers), included verbatim. Sections whose
+result file is missing are skipped with a note, so the report renders from any subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+NOTES = Path(__file__).resolve().parent / "notes.md"
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+METHOD_NAMES = {
+    "snacs": "SNACS (target)",
+    "snacs-ul": "SNACS (automatic, ul)",
+    "mint": "MINT (GMI)",
+    "l1": "L1-norm (global)",
+    "random": "random filters",
+    "tp-magnitude": "TP group magnitude",
+    "tp-taylor": "TP group Taylor",
+}
+METHOD_ORDER = ["snacs", "snacs-ul", "mint", "l1", "random", "tp-magnitude", "tp-taylor"]
+BASELINES = ["mint", "l1", "random", "tp-magnitude", "tp-taylor"]
+LATENCY_FACTOR = 0.7  # target: latency falls at least 0.7x as much as MACs do
+STAGES = ["topology", "activations", "scores", "limits", "sensitivity", "plan"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _load(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _num(v: Any, spec: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    """Mean and spread (half the range) over seeds, and the count."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return sum(vals) / len(vals), (max(vals) - min(vals)) / 2, len(vals)
+
+
+def _pm(values: list[float], spec: str = ".2f") -> str:
+    m, s, n = _stats(values)
+    if n == 0:
+        return "–"
+    return f"{m:{spec}}" if n == 1 else f"{m:{spec}} ± {s:{spec}}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _flat_scalars(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Scalar entries of a (mostly flat) dict, one level of nesting unfolded."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and not prefix:
+            out += _flat_scalars(v, f"{k}.")
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out.append((prefix + str(k), v))
+    return out
+
+
+def _flat_section(title: str, d: dict, fname: str) -> list[str]:
+    rows = [[f"`{k}`", _num(v, ".4g") if isinstance(v, float) else _num(v)]
+            for k, v in _flat_scalars(d)]
+    return [f"## {title}", "", f"From `{fname}`.", ""] + _table(["quantity", "value"], rows) + [""]
+
+
+def _rel(path: Path, start: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(start.resolve()))
+    except ValueError:
+        import os
+
+        return os.path.relpath(path.resolve(), start.resolve())
+
+
+# --------------------------------------------------------------------------- training / pruning
+
+KEY_HINTS = ("accuracy", "acc", "weights", "macs", "params", "latency", "seconds", "time",
+             "epochs", "pruned", "reduction")
+
+
+def _lead_section(title: str, d: dict, fname: str) -> list[str]:
+    """A flat result dict written by the lead: key numbers first, then everything else."""
+    items = _flat_scalars(d)
+    key = [(k, v) for k, v in items if any(h in k.lower() for h in KEY_HINTS)]
+    rest = [(k, v) for k, v in items if (k, v) not in key]
+    rows = [[f"`{k}`", _num(v, ".4g") if isinstance(v, float) else _num(v)] for k, v in key + rest]
+    return [f"## {title}", "", f"From `{fname}`.", ""] + _table(["quantity", "value"], rows) + [""]
+
+
+# --------------------------------------------------------------------------- comparison
+
+def _cells(res: dict) -> list[dict]:
+    return [c for c in res.get("cells", {}).values()]
+
+
+def _by_method_budget(res: dict, metric: str) -> dict[tuple[str, float], list[dict]]:
+    out: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for c in _cells(res):
+        if c.get("metric") == metric and c.get("budget") is not None:
+            out[(c["method"], float(c["budget"]))].append(c)
+    return out
+
+
+def _ok(cells: list[dict]) -> list[dict]:
+    return [c for c in cells if c.get("status") == "ok"]
+
+
+def _lat_cut(c: dict, bs: str) -> float | None:
+    lat = c.get("latency_ms", {}).get(bs)
+    if not lat or not lat.get("base"):
+        return None
+    return 100.0 * (1 - lat["pruned"] / lat["base"])
+
+
+def _row(label: str, cells: list[dict], best: bool = False) -> list[str]:
+    ok = _ok(cells)
+    if not ok:
+        err = next((c.get("error", "") for c in cells), "")
+        m = re.search(r"at most ([\d.]+%)", err or "")
+        why = f"unreachable (limits allow ≤ {m.group(1)})" if m else (
+            "unreachable" if any(c.get("status") == "unreachable" for c in cells) else "failed")
+        return [label, str(len(cells)), why] + ["–"] * 9
+    acc_ft = _pm([c["accuracy_finetuned"] for c in ok])
+    return [
+        label, str(len(ok)),
+        _pm([c["accuracy_pruned"] for c in ok]),
+        f"**{acc_ft}**" if best else acc_ft,
+        _pm([c["weights_removed_pct"] for c in ok], ".1f"),
+        _num(int(round(_stats([c["params_after"] for c in ok])[0]))),
+        _num(_stats([c["macs_after"] for c in ok])[0] / 1e6, ".2f"),
+        _pm([c["macs_removed_pct"] for c in ok], ".1f"),
+        _pm([_lat_cut(c, "bs1") for c in ok], ".0f"),
+        _pm([_lat_cut(c, "bs64") for c in ok], ".0f"),
+        _num(_stats([c["prune_seconds"] for c in ok])[0], ".1f"),
+        _num(_stats([c.get("finetune_seconds") for c in ok])[0], ".0f"),
+    ]
+
+
+HEADER = ["method", "seeds", "acc. pruned (%)", "acc. fine-tuned (%)", "weights removed (%)",
+          "params", "MACs (M)", "MACs removed (%)", "latency cut bs 1 (%)",
+          "latency cut bs 64 (%)", "prune time (s)", "fine-tune (s)"]
+
+
+def _mean_ft(cells: list[dict]) -> float | None:
+    ok = _ok(cells)
+    return _stats([c["accuracy_finetuned"] for c in ok])[0] if ok else None
+
+
+def verdicts(res: dict, metric: str = "params") -> list[dict]:
+    """Per budget: SNACS (target) against L1, random and the best baseline (mean fine-tuned)."""
+    groups = _by_method_budget(res, metric)
+    budgets = sorted({b for (_, b) in groups})
+    out = []
+    for b in budgets:
+        snacs = _mean_ft(groups.get(("snacs", b), []))
+        base = {m: _mean_ft(groups.get((m, b), [])) for m in BASELINES}
+        base = {m: v for m, v in base.items() if v is not None}
+        best = max(base.items(), key=lambda kv: kv[1]) if base else (None, None)
+        out.append({
+            "budget": b, "snacs": snacs, "snacs_cells": groups.get(("snacs", b), []),
+            "l1": base.get("l1"), "random": base.get("random"), "best": best[0],
+            "best_acc": best[1], "baselines": base,
+            "beats_l1_random": (snacs is not None and all(
+                snacs >= base[m] for m in ("l1", "random") if m in base)),
+            "beats_all": snacs is not None and bool(base) and snacs >= best[1],
+            "behind": sorted([m for m, v in base.items() if snacs is None or v > snacs],
+                             key=lambda m: -base[m]),
+        })
+    return out
+
+
+def _verdict_lines(res: dict, metric: str) -> list[str]:
+    unit = "weights" if metric == "params" else "MACs"
+    lines = []
+    for v in verdicts(res, metric):
+        b = f"{v['budget']:.0%} of {unit} removed"
+        if v["snacs"] is None:
+            err = next((c.get("error") for c in v["snacs_cells"] if c.get("error")), None)
+            reason = f" ({err})" if err else ""
+            lines.append(f"* {b}: **SNACS has no result**{reason}; it does not meet the target here.")
+            continue
+        parts = [f"SNACS {v['snacs']:.2f} %"]
+        for m in ("l1", "random"):
+            if v.get(m) is not None:
+                parts.append(f"{METHOD_NAMES[m]} {v[m]:.2f} %")
+        if v["best"] is not None:
+            parts.append(f"best baseline {METHOD_NAMES[v['best']]} {v['best_acc']:.2f} %")
+        status = ("meets the target (≥ L1-norm and ≥ random)" if v["beats_l1_random"]
+                  else "**misses the target** (below L1-norm or random)")
+        if v["beats_all"]:
+            status += " and beats every baseline"
+        elif v["behind"]:
+            status += "; SNACS is **below** " + ", ".join(
+                f"{METHOD_NAMES[m]} ({v['baselines'][m]:.2f} %)" for m in v["behind"])
+        lines.append(f"* {b}: " + "; ".join(parts) + f" → {status}.")
+    return lines
+
+
+def _latency_check(res: dict) -> list[str]:
+    rows, passed, total = [], defaultdict(int), defaultdict(int)
+    for c in sorted(_ok(_cells(res)), key=lambda c: (c["method"], c.get("metric") or "",
+                                                     c.get("budget") or 0, c["seed"])):
+        mc = c["macs_removed_pct"]
+        for bs in ("bs1", "bs64"):
+            lc = _lat_cut(c, bs)
+            if lc is None or mc <= 0:
+                continue
+            total[bs] += 1
+            if lc >= LATENCY_FACTOR * mc:
+                passed[bs] += 1
+            else:
+                rows.append([METHOD_NAMES.get(c["method"], c["method"]),
+                             f"{c.get('metric') or 'auto'} {_num(c.get('budget'), '.0%') if c.get('budget') else ''}".strip(),
+                             str(c["seed"]), bs.replace("bs", "batch "), f"{mc:.1f}", f"{lc:.1f}",
+                             f"{lc / mc:.2f}"])
+    if not total:
+        return []
+    out = [f"Latency-vs-MACs check (target: the measured CPU latency, 1 thread, falls at least "
+           f"{LATENCY_FACTOR}× as much as the MACs): batch 1 passes in {passed['bs1']} of "
+           f"{total['bs1']} pruned models, batch 64 in {passed['bs64']} of {total['bs64']}. "
+           "Base and pruned model are timed back to back in the same process."]
+    if rows:
+        out += ["", "Cells below the target:", ""]
+        out += _table(["method", "budget", "seed", "batch", "MACs cut (%)", "latency cut (%)",
+                       "ratio"], rows)
+    return out
+
+
+def plot_suite(res: dict, metric: str, path: Path) -> bool:
+    """Accuracy (after and before fine-tuning) against the share removed, one line per method."""
+    groups = _by_method_budget(res, metric)
+    if not any(_ok(v) for v in groups.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xkey = "weights_removed_pct" if metric == "params" else "macs_removed_pct"
+    xlabel = "conv+linear weights removed (%)" if metric == "params" else "MACs removed (%)"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    markers = dict(zip(METHOD_ORDER, "o*sD^vP", strict=True))
+    colors = dict(zip(METHOD_ORDER, ["C3", "C3", "C1", "C0", "C7", "C2", "C4"], strict=True))
+    for ax, ykey, title in ((axes[0], "accuracy_finetuned", "after the short fine-tune"),
+                            (axes[1], "accuracy_pruned", "pruned, before fine-tuning")):
+        for m in METHOD_ORDER:
+            pts = []
+            for (meth, _b), cells in sorted(groups.items()):
+                ok = _ok(cells)
+                if meth != m or not ok:
+                    continue
+                xm = _stats([c[xkey] for c in ok])[0]
+                ym, ys, _ = _stats([c[ykey] for c in ok])
+                pts.append((xm, ym, ys))
+            if m == "snacs-ul":
+                ok = _ok([c for c in _cells(res) if c["method"] == "snacs-ul"])
+                if ok:
+                    ym, ys, _ = _stats([c[ykey] for c in ok])
+                    pts = [(_stats([c[xkey] for c in ok])[0], ym, ys)]
+            if not pts:
+                continue
+            xs, ys_, es = zip(*pts, strict=True)
+            ax.errorbar(xs, ys_, yerr=es, marker=markers[m], color=colors[m], capsize=3,
+                        linestyle="none" if m == "snacs-ul" else "-",
+                        markersize=11 if m == "snacs-ul" else 6, label=METHOD_NAMES[m])
+        base = res.get("base", {}).get("test_accuracy")
+        if base is not None:
+            ax.axhline(base, color="k", linestyle=":", linewidth=1, label="unpruned")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"{res.get('suite')}: accuracy at matched {('parameter' if metric == 'params' else 'MAC')} budgets "
+                 f"(mean ± half range over seeds)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> list[str]:
+    suite = res.get("suite", "?")
+    base = res.get("base", {})
+    cells = _cells(res)
+    ok = _ok(cells)
+    out = [f"### {suite}", ""]
+    model = res.get("model", {})
+    out += [
+        f"Base model: {model.get('name')} width {model.get('width')} "
+        f"({base.get('source')}), test accuracy {_num(base.get('test_accuracy'))} %, "
+        f"{_num(base.get('weights'))} conv+linear weights, {_num(base.get('params'))} parameters, "
+        f"{_num((base.get('macs') or 0) / 1e6, '.2f')} M MACs, {_num(base.get('prunable_groups'))} "
+        "prunable channel groups.",
+        "",
+        f"Fine-tune (every cell): {res.get('finetune', {}).get('description', '–')}.",
+        "",
+        f"SNACS settings: {json.dumps(res.get('snacs_params', {}))} (other options at their "
+        f"defaults). MINT: {json.dumps(res.get('mint_params', {}))}. Budget search of the other "
+        f"methods: {res.get('budget_search', '–')}.",
+        "",
+        f"Cells: {len(ok)} finished, {sum(c.get('status') == 'unreachable' for c in cells)} "
+        f"unreachable, {sum(c.get('status') == 'error' for c in cells)} failed "
+        f"(from `{fname}`, updated {res.get('updated', '–')}, {res.get('torch_threads')} torch "
+        "thread(s)). Accuracy: mean ± half the range over seeds; latency cut = 1 − pruned/base "
+        "median latency, 1 thread.",
+        "",
+    ]
+    for metric in ("params", "macs"):
+        groups = _by_method_budget(res, metric)
+        if not groups:
+            continue
+        what = "parameter (conv+linear weight)" if metric == "params" else "MAC"
+        out += [f"#### {suite}: {what} budgets", ""]
+        rows = []
+        for b in sorted({b for (_, b) in groups}):
+            best_acc = max((_mean_ft(v) for (m, bb), v in groups.items() if bb == b
+                            and _mean_ft(v) is not None), default=None)
+            rows.append([f"**{b:.0%}**"] + [""] * (len(HEADER) - 1))
+            for m in METHOD_ORDER:
+                if (m, b) in groups:
+                    acc = _mean_ft(groups[(m, b)])
+                    rows.append(_row(METHOD_NAMES[m], groups[(m, b)],
+                                     best=acc is not None and acc == best_acc))
+        if metric == "params":
+            ul = [c for c in cells if c["method"] == "snacs-ul"]
+            if ul:
+                rows.append(["**auto**"] + [""] * (len(HEADER) - 1))
+                rows.append(_row(METHOD_NAMES["snacs-ul"], ul))
+        out += _table(HEADER, rows) + [""]
+        out += _verdict_lines(res, metric) + [""]
+        png = plots_dir / f"compare_{suite}_{metric}.png"
+        if plot_suite(res, metric, png):
+            out += [f"![{suite} {metric}]({_rel(png, md_dir)})", ""]
+    out += _latency_check(res) + [""]
+    return out
+
+
+# --------------------------------------------------------------------------- scoring time
+
+def scoring_section(res: dict) -> list[str]:
+    runs = sorted(res.get("runs", []), key=lambda r: (r["network"], r["weights"], r["workers"]))
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        st = r.get("stages", {})
+        rows.append([r["network"], r["weights"], _num(r.get("groups")) if r.get("groups", 0) < 10**6
+                     else "1 filter/group", _num(r.get("N")), str(r.get("workers")),
+                     str(r.get("threads")), r.get("estimator", "–")]
+                    + [_num(st.get(s), ".1f") for s in STAGES]
+                    + [f"**{r['total_seconds']:.1f}**", _num(r.get("target_seconds"), ".0f"),
+                       "yes" if r.get("meets_target") else "**no**",
+                       _num(r.get("loadavg_1min_before"), ".1f")])
+    out = ["## Whole-network scoring time", "",
+           f"`SNACS.fit` (mode ul: activations, ACMI scores of every layer pair, SVM-probe limits, "
+           f"sensitivity, plan) on {res.get('data', '–')}. Seconds per stage; targets on this "
+           "2-core machine: ResNet-56 ≤ 60 s, VGG16 (64 groups) ≤ 120 s. The load average at "
+           "the start of each run shows how busy the machine was (2 cores).", ""]
+    out += _table(["network", "weights", "groups", "N", "workers", "threads", "estimator"]
+                  + STAGES + ["total (s)", "target (s)", "met", "load"], rows)
+    srcs = sorted({f"{r['network']} {r['weights']}: {r.get('weights_source')}" for r in runs})
+    out += ["", "Weights: " + "; ".join(srcs) + ".", ""]
+    return out
+
+
+# --------------------------------------------------------------------------- reliability
+
+def reliability_section(res: Any) -> list[str]:
+    out = ["## Reliability", ""]
+    if not res:
+        return out + ["No reliability results yet (`benchmarks/results/reliability.json`).", ""]
+    if isinstance(res, dict):
+        rows = res.get("rows") or res.get("results") or res.get("checks")
+        scal = [(k, v) for k, v in _flat_scalars({k: v for k, v in res.items()
+                                                  if k not in ("rows", "results", "checks",
+                                                               "environment")})]
+        if scal:
+            out += _table(["quantity", "value"], [[f"`{k}`", _num(v, ".4g") if isinstance(v, float)
+                                                   else _num(v)] for k, v in scal]) + [""]
+    else:
+        rows = res
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+        keys = []
+        for r in rows:
+            keys += [k for k, v in r.items() if k not in keys and not isinstance(v, (dict, list))]
+        out += _table(keys, [[_num(r.get(k), ".4g") if isinstance(r.get(k), float)
+                              else _num(r.get(k)) for k in keys] for r in rows]) + [""]
+    return out
+
+
+# --------------------------------------------------------------------------- estimator sections
+
+def _other_markdown(module: str, result: dict) -> list[str]:
+    try:
+        import importlib
+
+        mod = importlib.import_module(f"benchmarks.{module}")
+        return [mod.markdown(result)]
+    except Exception as e:  # noqa: BLE001 - the other benchmark's renderer may be in flux
+        return [f"(could not render `{module}.json`: {type(e).__name__}: {e})", ""]
+
+
+# --------------------------------------------------------------------------- README block
+
+def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
+    lines = [f"Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`; "
+             f"full tables, plots and analysis in [BENCHMARKS.md]({md_link}).", ""]
+    rows = []
+    for p in sorted(results_dir.glob("compare_*.json")):
+        res = _load(p)
+        if not res:
+            continue
+        for v in verdicts(res, "params"):
+            rows.append([res.get("suite", p.stem), f"{v['budget']:.0%}",
+                         _num(v["snacs"]) if v["snacs"] is not None else "no result",
+                         f"{METHOD_NAMES[v['best']]} {v['best_acc']:.2f}" if v["best"] else "–",
+                         _num(v["l1"]), _num(v["random"]),
+                         "yes" if v["beats_l1_random"] else "**no**"])
+        ul = _ok([c for c in _cells(res) if c["method"] == "snacs-ul"])
+        if ul:
+            rows.append([res.get("suite", p.stem),
+                         f"auto: {_stats([c['weights_removed_pct'] for c in ul])[0]:.0f} %",
+                         _pm([c["accuracy_finetuned"] for c in ul]), "–", "–", "–", "–"])
+    if rows:
+        lines += ["Test accuracy (%) after pruning to a share of conv+linear weights and a short "
+                  "fine-tune (mean over seeds):", ""]
+        lines += _table(["suite", "weights removed", "SNACS", "best baseline", "L1-norm",
+                         "random", "SNACS ≥ L1 and random"], rows) + [""]
+    st = _load(results_dir / "scoring_time.json")
+    if st and st.get("runs"):
+        parts = []
+        for net in ("resnet56", "vgg16"):
+            rs = [r for r in st["runs"] if r["network"] == net]
+            if rs:
+                best = min(rs, key=lambda r: r["total_seconds"])
+                parts.append(f"{net} {best['total_seconds']:.0f} s ({best['weights']} weights, "
+                             f"{best['workers']} worker(s); target ≤ {best['target_seconds']:.0f} s)")
+        lines += ["Whole-network scoring time: " + "; ".join(parts) + ".", ""]
+    eq = _load(results_dir / "estimator_quality.json")
+    if eq and eq.get("summary"):
+        dv = eq.get("default_variant")
+        s = eq["summary"].get(dv, {})
+        if s:
+            lines += [f"Estimator ranking quality (default `{dv}`): mean within-child Spearman "
+                      f"{s.get('spearman_linear', float('nan')):.2f} against the true CMI (target "
+                      f"≥ {eq.get('target_spearman')}).", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_readme(readme: Path, block: str) -> bool:
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    pre, rest = text.split(README_START, 1)
+    _, post = rest.split(README_END, 1)
+    new = pre + README_START + "\n" + block + README_END + post
+    if new != text:
+        from snacs.io import atomic_write_text
+
+        atomic_write_text(readme, new)
+    return True
+
+
+# --------------------------------------------------------------------------- the report
+
+def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
+           readme: Path | None = ROOT / "README.md", plots_dir: Path | None = None,
+           notes: Path | None = NOTES) -> str:
+    """Write BENCHMARKS.md (and the README block, when `readme` is given); return the markdown."""
+    results_dir = Path(results_dir)
+    out_md = Path(out_md)
+    plots_dir = Path(plots_dir) if plots_dir is not None else results_dir
+    md_dir = out_md.parent
+    used: list[str] = []
+    out = ["# Benchmarks", "",
+           "Generated by `python -m benchmarks.report` from the JSON files in "
+           f"`{_rel(results_dir, md_dir)}/`; do not edit by hand. Rerun the benchmarks "
+           "(`python -m benchmarks.compare --suite …`, `python -m benchmarks.scoring_time`, "
+           "`python -m benchmarks.estimator_quality`) and this script to refresh it.", ""]
+
+    for fname, title in (("train_vgg16w025_fmnist.json",
+                          "Training: VGG16 (width 0.25) on Fashion-MNIST"),
+                         ("prune_vgg16w025_fmnist.json",
+                          "Pruning with SNACS: VGG16 (width 0.25) on Fashion-MNIST")):
+        d = _load(results_dir / fname)
+        if isinstance(d, dict):
+            out += _lead_section(title, d, fname)
+            used.append(fname)
+
+    comps = [(p, _load(p)) for p in sorted(results_dir.glob("compare_*.json"))]
+    comps = [(p, r) for p, r in comps if isinstance(r, dict)]
+    out += ["## Accuracy at matched compression", ""]
+    if comps:
+        out += ["Every method prunes the same trained model to the same budget, with the same "
+                "physical channel removal, the same short fine-tune and seed, and the same test "
+                "split (harness: `benchmarks/compare.py`, selections: `benchmarks/baselines.py`). "
+                "The best fine-tuned accuracy of each budget is in bold.", ""]
+        for p, r in comps:
+            out += compare_section(r, plots_dir, md_dir, p.name)
+            used.append(p.name)
+    else:
+        out += ["No comparison results yet (`python -m benchmarks.compare --suite …`).", ""]
+
+    st = _load(results_dir / "scoring_time.json")
+    if isinstance(st, dict) and st.get("runs"):
+        out += scoring_section(st)
+        used.append("scoring_time.json")
+
+    for module, title in (("estimator_quality", "Estimator ranking quality"),
+                          ("estimator_speed", "Estimator speed")):
+        d = _load(results_dir / f"{module}.json")
+        if isinstance(d, dict):
+            out += [f"## {title}", "", f"From `{module}.json`.", ""] + _other_markdown(module, d) + [""]
+            used.append(f"{module}.json")
+
+    rel = _load(results_dir / "reliability.json")
+    out += reliability_section(rel)
+    if rel:
+        used.append("reliability.json")
+
+    if notes is not None and Path(notes).is_file():
+        out += ["## Analysis", "", Path(notes).read_text().strip(), ""]
+    out += ["---", "", "Result files used: " + ", ".join(f"`{u}`" for u in used) + "."
+            if used else "No result files found.", ""]
+    md = "\n".join(out).rstrip() + "\n"
+    md = re.sub(r"\n{3,}", "\n\n", md)
+    from snacs.io import atomic_write_text
+
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_md, md)
+    if readme is not None and Path(readme).is_file():
+        write_readme(Path(readme), readme_block(results_dir, _rel(out_md, Path(readme).parent)))
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--readme", default=str(ROOT / "README.md"),
+                    help="README whose bench block is rewritten ('' to skip)")
+    args = ap.parse_args(argv)
+    render(Path(args.results), Path(args.out), Path(args.readme) if args.readme else None)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The comparison harness: every baseline meets a budget with a valid removal; the report renders
+from a small fake results directory."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the root on the path
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import baselines as B  # noqa: E402
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import snacs
+    from snacs.data import synthetic
+    from snacs.pairs import find_topology
+
+    torch.manual_seed(0)
+    model = snacs.create_model("simplecnn").eval()
+    data = synthetic("train", n_per_class=12, shape=SHAPE, seed=0)
+    return model, find_topology(model, SHAPE), data
+
+
+def _check_valid(model, topo, remove):
+    groups = set(B.prunable_groups(topo))
+    for gid, idx in remove.items():
+        assert gid in groups
+        n = topo.groups[gid].channels
+        assert len(set(idx)) == len(idx) and all(0 <= i < n for i in idx)
+        assert len(idx) <= n - 1  # at least one channel stays
+
+
+@pytest.mark.parametrize("method", ["l1", "random", "tp-magnitude", "tp-taylor"])
+@pytest.mark.parametrize("metric", ["params", "macs"])
+def test_importance_baselines_meet_budget(tiny, method, metric):
+    from snacs.apply import remove_channels
+    from snacs.metrics import conv_linear_weights, count_macs
+
+    model, topo, data = tiny
+    sel = B.select(method, model, topo, data, target=0.6, metric=metric, seed=0)
+    _check_valid(model, topo, sel.remove)
+    key = "weights_removed" if metric == "params" else "macs_removed"
+    assert 0.6 <= sel.predicted[key] < 0.63  # met, and not overshot by more than a few channels
+    pruned = copy.deepcopy(model)
+    remove_channels(pruned, topo, sel.remove)
+    assert conv_linear_weights(pruned) == sel.predicted["weights_after"]
+    assert count_macs(pruned, SHAPE) == sel.predicted["macs_after"]
+    assert pruned(torch.zeros(2, *SHAPE)).shape == (2, 10)
+
+
+def test_snacs_and_mint_selections(tiny):
+    model, topo, data = tiny
+    state = B.score_method("snacs", model, topo, data, seed=0,
+                           snacs_params={"samples_per_class": 12, "limits": "none"})
+    for metric in ("params", "macs"):
+        remove, pred = B.select_from_state("snacs", state, model, topo, target=0.5, metric=metric)
+        _check_valid(model, topo, remove)
+        key = "weights_removed" if metric == "params" else "macs_removed"
+        assert pred[key] >= 0.5
+    remove, _ = B.select_from_state("snacs-ul", state, model, topo, target=None)
+    _check_valid(model, topo, remove)
+    # the re-plan equals a fresh fit at that target
+    from snacs import SNACS
+
+    fresh = SNACS(mode="target", target=0.5, samples_per_class=12, limits="none").fit(model, data)
+    again, _ = B.select_from_state("snacs", state, model, topo, target=0.5)
+    assert {int(k): list(v) for k, v in fresh.plan_.remove.items()} == again
+    mint = B.score_method("mint", model, topo, data, seed=0,
+                          mint_params={**B.MINT_PARAMS, "samples_per_class": 6, "groups": 4})
+    assert mint.estimator == "gmi" and mint.phi == "none" and mint.sensitivity == "none"
+    remove, pred = B.select_from_state("mint", mint, model, topo, target=0.5)
+    _check_valid(model, topo, remove)
+    assert pred["weights_removed"] >= 0.5
+
+
+def test_random_is_seeded(tiny):
+    _, topo, _ = tiny
+    a, b, c = (B.random_importance(topo, s) for s in (0, 0, 1))
+    assert all((a[g] == b[g]).all() for g in a) and any((a[g] != c[g]).any() for g in a)
+
+
+def test_unreachable_budget_raises(tiny):
+    from snacs.errors import TargetError
+
+    model, topo, _ = tiny
+    imp = B.l1_importance(model, topo)
+    with pytest.raises(TargetError, match="out of reach"):
+        B.select_to_budget(model, topo, imp, 0.9999)
+
+
+def test_harness_cell_and_resume(tiny, tmp_path):
+    from benchmarks import compare as C
+
+    from snacs.data import synthetic
+
+    model, _, data = tiny
+    test = synthetic("test", n_per_class=5, shape=SHAPE, seed=0)
+    suite = C.Suite("tiny", "simplecnn", 1.0, "synthetic")
+    kw = dict(results_dir=tmp_path / "res", runs=tmp_path / "runs", finetune_per_class=10,
+              data=(data, test, model), latency={"bs1": {"batch_size": 1, "repeats": 2},
+                                                 "bs64": {"batch_size": 64, "repeats": 2}})
+    h = C.Harness(suite, **kw)
+    cells = C.grid(("l1", "random"), ("params",), (0.5,), (0,))
+    h.run(cells)
+    res = json.loads((tmp_path / "res" / "compare_tiny.json").read_text())
+    assert set(res["cells"]) == {"l1__params50__seed0", "random__params50__seed0"}
+    cell = res["cells"]["l1__params50__seed0"]
+    assert cell["status"] == "ok" and cell["weights_removed_pct"] >= 50.0
+    for k in ("accuracy_pruned", "accuracy_finetuned", "macs_after", "params_after",
+              "prune_seconds"):
+        assert cell[k] is not None
+    assert set(cell["latency_ms"]) == {"bs1", "bs64"}
+    assert res["finetune"]["epochs"] == 1 and "description" in res["finetune"]
+    h2 = C.Harness(suite, **kw)
+    assert all(h2.done(c["id"]) for c in cells)
+
+
+def _fake_cell(method, metric, budget, seed, acc, removed=None):
+    removed = removed if removed is not None else 100 * (budget or 0.6)
+    return {"method": method, "metric": metric, "budget": budget, "seed": seed, "status": "ok",
+            "accuracy_pruned": acc - 20, "accuracy_finetuned": acc, "weights_removed_pct": removed,
+            "macs_removed_pct": removed - 5, "params_after": 1000, "macs_after": 2_000_000,
+            "latency_ms": {"bs1": {"base": 2.0, "pruned": 1.0}, "bs64": {"base": 50.0, "pruned": 40.0}},
+            "prune_seconds": 1.0, "finetune_seconds": 3.0}
+
+
+def test_report_renders_from_fake_results(tmp_path):
+    from benchmarks import report
+
+    res = tmp_path / "results"
+    res.mkdir()
+    cells = {}
+    for seed in (0, 1):
+        for b in (0.5, 0.85):
+            for m, acc in (("snacs", 90.0), ("l1", 89.0), ("random", 85.0), ("tp-taylor", 91.0)):
+                cells[f"{m}{b}{seed}"] = _fake_cell(m, "params", b, seed, acc + seed)
+        cells[f"ul{seed}"] = _fake_cell("snacs-ul", None, None, seed, 88.0, 62.0)
+    cells["mint-unreach"] = {"method": "mint", "metric": "params", "budget": 0.85, "seed": 0,
+                             "status": "unreachable", "error": "at most 80.0% with granularity"}
+    (res / "compare_fake.json").write_text(json.dumps({
+        "suite": "fake", "model": {"name": "vgg16", "width": 0.25}, "cells": cells,
+        "base": {"test_accuracy": 92.0, "weights": 10, "params": 11, "macs": 12, "source": "x"},
+        "finetune": {"description": "one short epoch"}}))
+    (res / "scoring_time.json").write_text(json.dumps({"runs": [
+        {"network": "resnet56", "weights": "random", "groups": 10**6, "N": 2500, "workers": 1,
+         "threads": 2, "estimator": "e", "stages": {"scores": 40.0, "limits": 9.0},
+         "total_seconds": 50.0, "target_seconds": 60.0, "meets_target": True}],
+        "targets_seconds": {"resnet56": 60.0, "vgg16": 120.0}}))
+    (res / "train_vgg16w025_fmnist.json").write_text(json.dumps({"test_accuracy": 90.27,
+                                                                 "epochs": 2}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\ntail\n")
+    notes = tmp_path / "notes.md"
+    notes.write_text("Prose analysis.")
+    out = tmp_path / "BENCH.md"
+    md = report.render(res, out, readme, notes=notes)
+    assert out.read_text() == md
+    assert "### fake" in md and "90.27" in md and "Prose analysis." in md
+    assert (res / "compare_fake_params.png").is_file()
+    assert "![fake params](results/compare_fake_params.png)" in md
+    assert "SNACS is **below** TP group Taylor" in md  # said plainly where a baseline wins
+    assert "No reliability results yet" in md
+    assert "unreachable (limits allow ≤ 80.0%)" in md
+    text = readme.read_text()
+    assert "old" not in text and "tail" in text and "[BENCHMARKS.md](BENCH.md)" in text
+    assert "| fake | 50% | 90.50 | TP group Taylor 91.50 |" in text
+    # empty results directory: still renders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    md = report.render(empty, tmp_path / "E.md", None, notes=None)
+    assert "No comparison results yet" in md
