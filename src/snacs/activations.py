@@ -48,6 +48,29 @@ def _spatial_mean(t: torch.Tensor, channels: int) -> torch.Tensor:
     return t
 
 
+def _trimmer():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_MALLOC_TRIM = _trimmer()
+
+
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc).
+
+    The small per-batch means kept between batches pin the heap around the freed forward-pass
+    buffers, so without this the resident set grows by ~100 MiB per ResNet-50 batch at 224x224
+    (measured: 7 GiB peak for 40 batches, 0.8 GiB with it; benchmarks/memory_resnet50.py).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 @torch.no_grad()
 def collect_activations(
     model: nn.Module,
@@ -85,6 +108,8 @@ def collect_activations(
         for x, y in it:
             model(x)
             labels.append(torch.as_tensor(y).long().reshape(-1))
+            del x
+            _release_free_memory()
     finally:
         for h in hooks:
             h.remove()

@@ -189,7 +189,8 @@ class SNACS:
 
         if hasattr(data, "labels") and hasattr(data, "__getitem__") and hasattr(data, "image_shape"):
             idx = class_balanced_indices(data.labels, self.samples_per_class, seed=self.seed,
-                                         class_names=getattr(data, "classes", None))
+                                         class_names=getattr(data, "classes", None),
+                                         num_classes=getattr(data, "num_classes", None))
             self.calibration_indices_ = idx
             loader = BatchLoader(data, self.batch_size, indices=idx)
             return loader, tuple(data.image_shape), len(loader)
@@ -215,17 +216,19 @@ class SNACS:
         """Score, limit, protect and plan. `model` is not modified."""
         from snacs.activations import collect_activations
         from snacs.limits import upper_limits
-        from snacs.pairs import find_topology
         from snacs.plan import make_plan
         from snacs.scores import ScoreSettings, score_pairs
         from snacs.sensitivity import sensitivity
+        from snacs.validate import preflight
 
         self.validate()
         timings: dict[str, float] = {}
         t = time.perf_counter()
         batches, input_shape, n_batches = self._calibration(data)
         self.input_shape_ = input_shape
-        self.topology_ = find_topology(model, input_shape)
+        # model vs data, non-finite weights, disk space, target vs fixed limits: before the
+        # activation pass, the first expensive step
+        self.topology_ = preflight(self, model, input_shape, *self._calibration_size(data, batches))
         self.pairs_ = [p.name for p in self.topology_.pairs]
         for p in self.topology_.pairs:
             if self.groups > max(p.n_parent, 1) and self.groups != 64 and self.groups < 10**6:
@@ -275,6 +278,13 @@ class SNACS:
         self.timings_ = timings
         self.n_samples_ = acts.n
         return self
+
+    def _calibration_size(self, data, batches) -> tuple[int, int | None]:
+        """(N, number of classes) of the calibration set, without loading a lazy dataset."""
+        if getattr(self, "calibration_indices_", None) is not None:
+            return len(self.calibration_indices_), getattr(data, "num_classes", None)
+        labels = torch.cat([torch.as_tensor(y).reshape(-1) for _, y in batches])
+        return labels.numel(), (int(labels.max()) + 1 if labels.numel() else None)
 
     def _check_classes(self, labels: torch.Tensor) -> None:
         counts = torch.bincount(labels)
