@@ -140,12 +140,23 @@ def _finetune_config(args):
 
 def cmd_prune(args) -> int:
     import snacs.io
-    from snacs.cli import _build_model, _dataset_extra, _progress_enabled, build_dataset
+    from snacs.cli import (
+        _build_model,
+        _dataset_extra,
+        _init_distributed,
+        _progress_enabled,
+        build_dataset,
+    )
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.pruner import SNACS, prune, summary_table
     from snacs.report import write_report
-    from snacs.train import evaluate, train
+    from snacs.train import evaluate, is_main_process, train
+    from snacs.validate import check_ranks_agree
 
+    # under torchrun every rank computes the (deterministic) plan, the ranks compare its
+    # checksum, fine-tune together with DDP, and rank 0 alone writes the outputs
+    _init_distributed()
+    main = is_main_process()
     out = Path(args.out)
     settings = _settings(args)
     _check_out_dir(out, settings, args.overwrite)
@@ -165,15 +176,19 @@ def cmd_prune(args) -> int:
     train_set = build_dataset(args.dataset, "train", args.data_root, **_dataset_extra(args))
     test_set = build_dataset(args.dataset, "test", args.data_root, **_dataset_extra(args))
     model = _build_model(args, train_set)
-    atomic_write_json(out / "settings.json", settings)
+    if main:
+        atomic_write_json(out / "settings.json", settings)
 
     pruned, res = prune(model, train_set, eval_data=test_set,
-                        measure_latency=not args.no_latency, **params)
+                        measure_latency=not args.no_latency and main, **params)
+    check_ranks_agree(res.plan_checksum, "pruning plan")
     if ft_cfg is not None:
         ft = train(pruned, train_set, ft_cfg, out_dir=out / "finetune", resume=args.resume,
                    test_set=test_set, progress=_progress_enabled(args))
         res.accuracy_finetuned = ft.test_accuracy
         res.finetune = ft.to_dict() | {"config": {k: v for k, v in vars(ft_cfg).items()}}
+    if not main:
+        return 0
     final = pruned
     if args.granularity == "connection":
         from snacs.apply import export_slim
@@ -198,10 +213,11 @@ def cmd_finetune(args) -> int:
     from torch.nn.utils import prune as tprune
 
     import snacs.io
-    from snacs.cli import _dataset_extra, _progress_enabled, build_dataset
+    from snacs.cli import _dataset_extra, _init_distributed, _progress_enabled, build_dataset
     from snacs.io import atomic_write_json, ensure_writable_dir
-    from snacs.train import train
+    from snacs.train import is_main_process, train
 
+    _init_distributed()
     out = ensure_writable_dir(args.out)
     if Path(args.load).resolve() == (out / "model.pt").resolve():
         raise ConfigError(f"--out {out} would overwrite the input model {args.load}; choose another --out")
@@ -213,6 +229,8 @@ def cmd_finetune(args) -> int:
     test_set = build_dataset(args.dataset, "test", args.data_root, **_dataset_extra(args))
     res = train(model, train_set, _finetune_config(args), out_dir=out, resume=args.resume,
                 test_set=test_set, progress=_progress_enabled(args))
+    if not is_main_process():
+        return 0
     snacs.io.save(model, out / "model.pt", extra={"finetune": res.to_dict()})
     atomic_write_json(out / "result.json", res.to_dict())
     print(f"test accuracy {res.test_accuracy:.2f} %; model saved to {out / 'model.pt'}")

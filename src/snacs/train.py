@@ -185,6 +185,9 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and resume and (out / "last.pt").is_file():
         state = _load_state(out / "last.pt")
+        from snacs.validate import check_resume_state
+
+        check_resume_state(model, state, out / "last.pt")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
@@ -220,6 +223,12 @@ def train(
             seen += int(y.numel())
             if progress and rank == 0 and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        if world > 1:
+            # BN running statistics are updated from each rank's own batches; DDP only syncs
+            # them at the next forward. Take rank 0's so validation, model selection and the
+            # saved weights are identical on every rank.
+            for b in model.buffers():
+                dist.broadcast(b, 0)
         entry = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / max(seen, 1),
                  "train_accuracy": 100.0 * correct / max(seen, 1)}
         if val_idx is not None:

@@ -32,7 +32,7 @@ from snacs.errors import CheckpointError, ConfigError, DataError, TargetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_disk_space", "check_finite_weights", "check_model_fits_data",
+__all__ = ["check_disk_space", "check_finite_weights", "check_model_fits_data", "check_ranks_agree",
            "check_resume_state", "check_target_reachable", "estimate_run_bytes", "preflight"]
 
 # Headroom on top of the estimate: temporary files of atomic writes and the report's plots.
@@ -192,3 +192,20 @@ def check_resume_state(model: nn.Module, state: Mapping, path: str | Path) -> No
             "--out) to start over")
     if not isinstance(state["epoch"], int) or state["epoch"] < 0 or math.isnan(float(state["epoch"])):
         raise CheckpointError(f"{path} holds an invalid epoch {state['epoch']!r}; delete it")
+
+
+def check_ranks_agree(value: str, what: str) -> None:
+    """Under torch.distributed, every rank must hold the same `value` (e.g. a plan checksum)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if len(set(values)) != 1:
+        from snacs.errors import SnacsError
+
+        raise SnacsError(
+            f"the ranks computed different {what}s ({', '.join(str(v)[:12] for v in values)}); "
+            "run with the same data, checkpoint, options and seed on every rank")
+    log.info("%s identical on %d ranks (%s)", what, len(values), value[:12])
