@@ -113,11 +113,17 @@ def score_pairs(
                       extra={**settings.key(), "gp": gp, "gc": gc, "pair": p.name})
         keys[p.name] = key
         if cache is not None and (cache / f"{key}.npy").is_file():
+            # writes are atomic, but a file truncated or altered by anything else must not be
+            # trusted: it is recomputed (and overwritten) unless it is a finite gc x gp matrix
             try:
-                out[p.name] = np.load(cache / f"{key}.npy")
-                continue
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable cache entry %s", cache / f"{key}.npy")
+                rho = np.load(cache / f"{key}.npy", allow_pickle=False)
+                if rho.shape == (gc, gp) and np.isfinite(rho).all():
+                    out[p.name] = rho
+                    continue
+                log.warning("ignoring cache entry %s: shape %s or values wrong; recomputing",
+                            cache / f"{key}.npy", rho.shape)
+            except (OSError, ValueError, EOFError):
+                log.warning("ignoring unreadable cache entry %s; recomputing", cache / f"{key}.npy")
         jobs.append((p.name, acts.parents[p.name].numpy(), acts.children[p.name].numpy(),
                      w.numpy(), gp, gc, settings, threads))
     if out:
