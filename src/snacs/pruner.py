@@ -156,11 +156,16 @@ class SNACS:
             if self.target_metric not in ("params", "macs"):
                 raise ConfigError(f"target_metric must be 'params' or 'macs', got {self.target_metric!r}")
         if self.mode == "global" and (self.q is None or not 0.0 <= float(self.q) <= 1.0):
-            raise ConfigError(f"mode 'global' needs q in [0, 1], got {self.q}")
-        if not isinstance(self.groups, int) or self.groups < 1:
-            raise ConfigError(f"groups must be a positive integer, got {self.groups!r}")
+            raise ConfigError(f"mode 'global' needs q in [0, 1], got {self.q}; pass e.g. --q 0.5")
+        # G > channels is clamped per layer (G = min(n, groups), SPEC §1); G < 1 is an error
+        if not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1:
+            raise ConfigError(
+                f"groups must be a positive integer, got {self.groups!r}; each layer uses "
+                "G = min(channels, groups) groups, e.g. --groups 64 (a value above a layer's "
+                "channel count means one filter per group)")
         if not isinstance(self.samples_per_class, int) or self.samples_per_class < 2:
-            raise ConfigError(f"samples_per_class must be an integer >= 2, got {self.samples_per_class!r}")
+            raise ConfigError(f"samples_per_class must be an integer >= 2, got "
+                              f"{self.samples_per_class!r}; e.g. --samples-per-class 250")
         est = self.estimator or _default_estimator()
         from snacs.estimators import ESTIMATORS
 
@@ -180,7 +185,8 @@ class SNACS:
         if self.sensitivity not in RULES:
             raise ConfigError(f"unknown sensitivity {self.sensitivity!r}; choose one of {', '.join(RULES)}")
         if not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
+            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}; "
+                              "e.g. --workers 1 (one process per CPU core at most)")
 
     # -- the work
     def _calibration(self, data, input_shape_hint=None):
