@@ -181,7 +181,7 @@ def bias_table(ns: list[int], seeds: list[int]) -> list[dict[str, Any]]:
                     x = rng.standard_normal(n)
                     y = r * x + math.sqrt(1 - r * r) * rng.standard_normal(n)
                     vals.append(fn(x, y, s))
-                truth = -0.5 * math.log2(1 - r * r)
+                truth = abs(-0.5 * math.log2(1 - r * r))  # abs: no "-0.000" for r = 0
                 est = float(np.mean(vals))
                 rows.append({"estimator": label, "n": n, "r": r, "true_bits": truth, "estimate": est,
                              "bias": est - truth, "sd": float(np.std(vals))})
@@ -319,7 +319,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for b in result["bias"]:
-        out.append(f"| {b['estimator']} | {b['n']} | {b['r']} | {b['true_bits']:.3f} | {b['estimate']:.3f} "
+        out.append(f"| {b['estimator']} | {b['n']} | {b['r']} | {b['true_bits'] + 0.0:.3f} | {b['estimate']:.3f} "
                    f"| {b['bias']:+.3f} | {b['sd']:.3f} |")
     return "\n".join(out) + "\n"
 

@@ -96,7 +96,7 @@ def edge_options(**options: object) -> EdgeOptions:
 # --------------------------------------------------------------------------- building blocks
 
 
-def projection_dim(d: int, n: int, project_small: bool = True) -> int:
+def projection_dim(d: int, n: int) -> int:
     """r = min(d, floor(log2(N/10))), at least 1 (SPEC §2 step 1)."""
     target = max(1, math.floor(math.log2(n / 10.0))) if n > 0 else 1
     return min(d, target)
@@ -494,6 +494,7 @@ def edge_cmi_matrix(
         elif nonempty:
             mi_z[keep] = _edge_pass(px, pz_all, gamma, opts)
         out[j] = (mi_all - mi_z).clamp(min=0.0).numpy()
+    logger.debug("EDGE %s: %d x %d cells, N = %d", "faithful" if faithful else "CRN", len(child_groups), gp, n)
     return out
 
 

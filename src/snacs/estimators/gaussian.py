@@ -13,6 +13,7 @@ constant or collinear columns harmless.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows, stan
 __all__ = ["gaussian_cmi", "gaussian_cmi_matrix", "normal_scores"]
 
 _LN2 = math.log(2.0)
+logger = logging.getLogger(__name__)
 
 
 def _check_ridge(ridge: float) -> float:
@@ -78,6 +80,13 @@ def gaussian_cmi_matrix(
     """Gaussian CMI (bits) of every (child group, parent group) cell, G_c x G_p, non-negative."""
     ridge = _check_ridge(ridge)
     n, n_p = parent.shape
+    d_max = max(len(g) for g in child_groups)
+    if n < 2 * (n_p + d_max):
+        logger.warning(
+            "Gaussian CMI with N = %d samples for %d parent channels: the regression on all parents "
+            "overfits when N is not well above the channel count; use more calibration samples.",
+            n, n_p,
+        )
     data = torch.cat([parent, child], dim=1)
     if copula:
         data = normal_scores(data)
