@@ -8,6 +8,9 @@ applies it with :func:`snacs.apply.remove_channels`, fine-tunes and evaluates, i
   same fitted scores, limits and protection with :func:`snacs.plan.make_plan` (the plan is a
   pure function of those, so this equals a fresh ``fit`` at that target, minus the scoring).
 * ``snacs-ul``: the fully automatic mode, at whatever budget its limits give.
+* ``snacs-nolimits``: the same fitted scores and protection with the per-layer limits lifted
+  (the cap of ``limits="none"``), so budgets above what the limits allow can be compared; it is
+  not the paper's method, it isolates how good the ACMI ranking is.
 * ``mint``: the same pipeline with MINT's settings: geometric CMI (``gmi``), φ = 1, one fixed cap
   for every layer, no sensitivity. GMI is O(N²) per (child group, parent group) cell, so MINT
   runs with fewer calibration samples and coarser groups (see ``MINT_PARAMS``).
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 # methods pruned to a budget, then the automatic one
-BUDGET_METHODS = ("snacs", "mint", "l1", "random", "tp-magnitude", "tp-taylor")
+BUDGET_METHODS = ("snacs", "snacs-nolimits", "mint", "l1", "random", "tp-magnitude", "tp-taylor")
 METHODS = BUDGET_METHODS + ("snacs-ul",)
 IMPORTANCE_METHODS = ("l1", "random", "tp-magnitude", "tp-taylor")
 
@@ -255,12 +258,17 @@ def fit_snacs(model: nn.Module, data, *, seed: int, **params: Any):
     return p.fit(model, data)
 
 
+NO_LIMIT = 0.99  # what SNACS(limits="none") uses as the cap of every pair
+
+
 def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = None,
-                 metric: str = "params") -> tuple[dict[int, list[int]], dict[str, float]]:
+                 metric: str = "params", lift_limits: bool = False
+                 ) -> tuple[dict[int, list[int]], dict[str, float]]:
     """The plan of a fitted pruner at another mode/target, without rescoring."""
     from snacs.plan import make_plan
 
-    plan = make_plan(model, pruner.topology_, pruner.scores_, pruner.limits_, pruner.sensitivity_,
+    limits = ({k: NO_LIMIT for k in pruner.limits_} if lift_limits else pruner.limits_)
+    plan = make_plan(model, pruner.topology_, pruner.scores_, limits, pruner.sensitivity_,
                      granularity="filter", mode=mode, target=target, target_metric=metric,
                      groups=pruner.groups)
     return {int(k): list(v) for k, v in plan.remove.items()}, dict(plan.predicted)
@@ -269,7 +277,7 @@ def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = 
 def score_method(method: str, model: nn.Module, topology: Topology, data, *, seed: int,
                  snacs_params: dict | None = None, mint_params: dict | None = None):
     """The per-seed scoring state of a method: a fitted pruner or an importance dict."""
-    if method in ("snacs", "snacs-ul"):
+    if method in ("snacs", "snacs-ul", "snacs-nolimits"):
         return fit_snacs(model, data, seed=seed, **(snacs_params or {}))
     if method == "mint":
         return fit_snacs(model, data, seed=seed, **(mint_params or MINT_PARAMS))
@@ -294,6 +302,9 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
         raise ValueError(f"{method} needs a budget")
     if method in ("snacs", "mint"):
         return snacs_remove(state, model, mode="target", target=target, metric=metric)
+    if method == "snacs-nolimits":
+        return snacs_remove(state, model, mode="target", target=target, metric=metric,
+                            lift_limits=True)
     return select_to_budget(model, topology, state, target, metric)
 
 

@@ -166,7 +166,7 @@ def _latency(model, shape, settings: dict) -> dict[str, float]:
 
 
 def _fit_cache(suite: Suite, method: str, seed: int, base_sha: str, runs: Path) -> Path:
-    key = "snacs" if method == "snacs-ul" else method
+    key = "snacs" if method.startswith("snacs") else method
     return runs / suite.name / "fits" / f"{key}-seed{seed}-{base_sha}.pt"
 
 
@@ -278,11 +278,12 @@ class Harness:
 
     # -- scoring state (fitted pruners are cached on disk: an interrupted run does not refit)
     def state(self, method: str, seed: int) -> tuple[Any, float]:
-        key = ("snacs" if method == "snacs-ul" else method, seed)
+        key = ("snacs" if method.startswith("snacs") else method, seed)
         if key in self.states:
             return self.states[key]
         cache = _fit_cache(self.suite, method, seed, self._fingerprint(), self.runs)
-        if method in ("snacs", "snacs-ul", "mint") and cache.is_file():
+        fitted = method.startswith("snacs") or method == "mint"
+        if fitted and cache.is_file():
             st = torch.load(cache, map_location="cpu", weights_only=False)
             self.states[key] = (st, float(sum(st.timings_.values())))
             return self.states[key]
@@ -291,7 +292,7 @@ class Harness:
                             snacs_params=self.suite.snacs_params,
                             mint_params=self.suite.mint_params)
         secs = time.perf_counter() - t
-        if method in ("snacs", "snacs-ul", "mint"):
+        if fitted:
             self._check_topology(st.topology_)
             cache.parent.mkdir(parents=True, exist_ok=True)
             from snacs.io import atomic_torch_save

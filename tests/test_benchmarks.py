@@ -70,6 +70,9 @@ def test_snacs_and_mint_selections(tiny):
         assert pred[key] >= 0.5
     remove, _ = B.select_from_state("snacs-ul", state, model, topo, target=None)
     _check_valid(model, topo, remove)
+    remove, pred = B.select_from_state("snacs-nolimits", state, model, topo, target=0.8)
+    _check_valid(model, topo, remove)
+    assert pred["weights_removed"] >= 0.8
     # the re-plan equals a fresh fit at that target
     from snacs import SNACS
 
