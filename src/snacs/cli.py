@@ -113,6 +113,9 @@ def _build_model(args, dataset):
     if not args.model:
         raise ConfigError("--model is required unless --checkpoint is a snacs model file")
     c, _, _ = dataset.image_shape
+    import torch
+
+    torch.manual_seed(getattr(args, "seed", 0))  # the same --seed gives the same initial weights
     model = create_model(args.model, num_classes=dataset.num_classes, width=args.width,
                          in_channels=c)
     if ckpt:
