@@ -257,6 +257,22 @@ def test_input_errors() -> None:
         acmi_matrix(p, c, None, [np.array([0, 1]), np.array([2, 9])], 2)
 
 
+def test_gaussian_shrinkage_with_few_samples() -> None:
+    rng = np.random.default_rng(5)
+    n, n_p = 50, 60  # fewer samples than parent channels
+    p = rng.standard_normal((n, n_p))
+    c = 2.0 * p[:, :6].sum(axis=1, keepdims=True) + 0.1 * p[:, 30:36].sum(axis=1, keepdims=True)
+    c = c + rng.standard_normal((n, 1))
+    m = cmi_matrix(p, c, 10, 1, estimator="gaussian_copula")
+    assert np.isfinite(m).all() and (m >= 0).all()
+    assert m[0, 0] > m[0, 5]  # the strong group outranks the weak one
+    with pytest.raises(ConfigError, match="shrinkage"):
+        cmi_matrix(p, c, 10, 1, estimator="gaussian", shrinkage=1.5)
+    # with plenty of samples the Ledoit-Wolf intensity is ~0: same as no shrinkage
+    x, y, z = cmi_sweep_data(1.0, 0, n=5000)
+    assert gaussian_cmi(x, y, z) == pytest.approx(gaussian_cmi(x, y, z, shrinkage=0.0), abs=0.01)
+
+
 # --------------------------------------------------------------------------- batched == cell by cell
 
 

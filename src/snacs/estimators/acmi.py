@@ -114,8 +114,8 @@ def phi_matrix(
 _OPTION_NAMES = {
     "edge": None,  # EdgeOptions fields, checked by edge_options
     "edge_faithful": None,
-    "gaussian": {"ridge", "copula"},
-    "gaussian_copula": {"ridge"},
+    "gaussian": {"ridge", "shrinkage", "copula"},
+    "gaussian_copula": {"ridge", "shrinkage"},
     "knn": {"k", "max_batch_elements"},
     "gmi": set(),
 }

@@ -8,7 +8,9 @@ S = Σ_XX − Σ_XP Ω Σ_PX (the residual covariance of X given P):
 
 One inverse of Σ_PP serves every parent group, and each (child group, parent group) cell costs a
 d_x x d_x determinant. Columns are standardised first (scale invariance) and a small ridge keeps
-constant or collinear columns harmless.
+constant or collinear columns harmless. The correlation matrix is shrunk towards the identity
+by the Ledoit–Wolf intensity of the parent block (about 0 when N is far above the channel count,
+large when it is not), so the estimate stays meaningful with few samples.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from scipy.special import ndtri
 from scipy.stats import rankdata
+from sklearn.covariance import ledoit_wolf_shrinkage
 
 from snacs.errors import ConfigError
 from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows, standardize
@@ -37,6 +40,20 @@ def _check_ridge(ridge: float) -> float:
     return ridge
 
 
+def _shrinkage(parent_block: torch.Tensor, shrinkage: float | str) -> float:
+    """Ledoit–Wolf intensity of the standardised parents ("auto"), or a fixed value in [0, 1]."""
+    if isinstance(shrinkage, str):
+        if shrinkage != "auto":
+            raise ConfigError(f"shrinkage must be 'auto' or a number in [0, 1]; got {shrinkage!r}.")
+        if parent_block.shape[1] < 2:
+            return 0.0
+        return float(ledoit_wolf_shrinkage(parent_block.numpy(), assume_centered=True))
+    value = float(shrinkage)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"shrinkage must be 'auto' or a number in [0, 1]; got {shrinkage}.")
+    return value
+
+
 def normal_scores(t: torch.Tensor) -> torch.Tensor:
     """Each column replaced by Φ^{-1}(rank / (N + 1)), ties sharing their average rank."""
     ranks = rankdata(np.ascontiguousarray(t.numpy().T), axis=1, method="average").T  # rows: fast axis
@@ -44,13 +61,21 @@ def normal_scores(t: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_cmi(
-    x: ArrayLike, y: ArrayLike, z: ArrayLike | None, *, ridge: float = 1e-4, copula: bool = False
+    x: ArrayLike,
+    y: ArrayLike,
+    z: ArrayLike | None,
+    *,
+    ridge: float = 1e-6,
+    shrinkage: float | str = "auto",
+    copula: bool = False,
 ) -> float:
     """Gaussian estimate of I(X; Y | Z) in bits (Z may be None: then I(X; Y)).
 
     Args:
         x, y, z: N x d samples.
         ridge: added to the diagonal of the correlation matrix (units of variance).
+        shrinkage: weight of the identity in (1 - s) * correlation + s * I; "auto" is the
+            Ledoit–Wolf intensity of the [Y, Z] block.
         copula: replace every column by its normal scores (ranks) first: a Gaussian-copula
             estimate, invariant to any increasing transform of a column.
     """
@@ -63,7 +88,8 @@ def gaussian_cmi(
         check_same_rows(x=xt, y=yt, z=zt)
         parents = torch.cat([yt, zt], dim=1)
     out = gaussian_cmi_matrix(
-        parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])], ridge=ridge, copula=copula
+        parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])],
+        ridge=ridge, shrinkage=shrinkage, copula=copula,
     )
     return float(out[0, 0])
 
@@ -74,25 +100,29 @@ def gaussian_cmi_matrix(
     parent_groups: list[np.ndarray],
     child_groups: list[np.ndarray],
     *,
-    ridge: float = 1e-4,
+    ridge: float = 1e-6,
+    shrinkage: float | str = "auto",
     copula: bool = False,
 ) -> np.ndarray:
-    """Gaussian CMI (bits) of every (child group, parent group) cell, G_c x G_p, non-negative."""
+    """Gaussian CMI (bits) of every (child group, parent group) cell, G_c x G_p, non-negative.
+
+    The shrinkage intensity depends on the parents only, so a cell computed alone (same parents,
+    one child group) gives the same value as the batched matrix.
+    """
     ridge = _check_ridge(ridge)
     n, n_p = parent.shape
-    d_max = max(len(g) for g in child_groups)
-    if n < 2 * (n_p + d_max):
-        logger.warning(
-            "Gaussian CMI with N = %d samples for %d parent channels: the regression on all parents "
-            "overfits when N is not well above the channel count; use more calibration samples.",
-            n, n_p,
-        )
     data = torch.cat([parent, child], dim=1)
     if copula:
         data = normal_scores(data)
     data = standardize(data)
-    cov = data.T @ data / n
-    cov = cov + ridge * torch.eye(cov.shape[0], dtype=cov.dtype)
+    delta = _shrinkage(data[:, :n_p], shrinkage)
+    if n < n_p:
+        logger.warning(
+            "Gaussian CMI with N = %d samples for %d parent channels (shrinkage %.2f): estimates "
+            "are strongly regularised; use more calibration samples.", n, n_p, delta,
+        )
+    eye = torch.eye(data.shape[1], dtype=data.dtype)
+    cov = (1.0 - delta) * (data.T @ data / n) + (delta + ridge) * eye
     spp = cov[:n_p, :n_p]
     spx = cov[:n_p, n_p:]
     sxx = cov[n_p:, n_p:]
