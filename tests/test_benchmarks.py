@@ -174,6 +174,9 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "![fake params](results/compare_fake_params.png)" in md
     assert "SNACS is **below** TP group Taylor" in md  # said plainly where a baseline wins
     assert "No reliability results yet" in md
+    (res / "reliability.json").write_text(json.dumps({"checks": [{"check": "a | b", "test": "t"}]}))
+    md = report.render(res, out, None, notes=None)
+    assert "`checks` (1):" in md and "a \\| b" in md
     assert "unreachable (limits allow ≤ 80.0%)" in md
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "[BENCHMARKS.md](BENCH.md)" in text
@@ -182,4 +185,4 @@ def test_report_renders_from_fake_results(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     md = report.render(empty, tmp_path / "E.md", None, notes=None)
-    assert "No comparison results yet" in md
+    assert "No comparison results yet" in md and "No reliability results yet" in md
