@@ -180,7 +180,7 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "unreachable (limits allow ≤ 80.0%)" in md
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "[BENCHMARKS.md](BENCH.md)" in text
-    assert "| fake | 50% | 90.50 | TP group Taylor 91.50 |" in text
+    assert "| fake | 50% | 90.50 | – | TP group Taylor 91.50 |" in text
     # empty results directory: still renders
     empty = tmp_path / "empty"
     empty.mkdir()
