@@ -51,7 +51,8 @@ class SNACS:
         groups: G, groups per side (G = min(n, groups)); a value >= channels means one filter
             per group.
         samples_per_class: s, calibration samples per class drawn from the training split.
-        estimator: CMI estimator ("edge", "edge_faithful", "gaussian", "knn", "gmi").
+        estimator: CMI estimator; None uses `snacs.estimators.DEFAULT_ESTIMATOR`
+            ("gaussian_copula"); also "edge", "edge_faithful", "gaussian", "knn", "gmi".
         phi: weight scaling φ ("weight", "weight_sq", "exp_weight", "none").
         limits: "probe" (operating constraints, SPEC §4), "none" (no limit), or a number in
             [0, 1): one fixed cap for every layer (MINT's setting).

@@ -35,7 +35,7 @@ class ScoreSettings:
     """What changes a score matrix; part of the cache key."""
 
     groups: int = 64
-    estimator: str = "edge"
+    estimator: str = "gaussian_copula"  # the library default, snacs.estimators.DEFAULT_ESTIMATOR
     phi: str = "weight"
     seed: int = 0
 
