@@ -242,12 +242,14 @@ class SNACS:
                 log.debug("groups=%d exceeds %d channels of %s: one channel per group",
                           self.groups, p.n_parent, p.name)
         timings["topology"] = time.perf_counter() - t
+        log.info("%s: %.1f s", "topology", timings["topology"])
 
         t = time.perf_counter()
         acts = collect_activations(model, self.topology_, batches, progress=self.progress,
                                    total=n_batches)
         self._check_classes(acts.labels)
         timings["activations"] = time.perf_counter() - t
+        log.info("%s: %.1f s", "activations", timings["activations"])
 
         t = time.perf_counter()
         settings = ScoreSettings(groups=self.groups, estimator=self.estimator or _default_estimator(),
@@ -255,6 +257,7 @@ class SNACS:
         self.scores_ = score_pairs(model, self.topology_, acts, settings, workers=self.workers,
                                    cache_dir=self.cache_dir, progress=self.progress)
         timings["scores"] = time.perf_counter() - t
+        log.info("%s: %.1f s", "scores", timings["scores"])
 
         t = time.perf_counter()
         if self.limits == "probe":
@@ -268,6 +271,7 @@ class SNACS:
             self.limit_curves_ = {}
             self.limits_ = {p.name: cap for p in self.topology_.pairs}
         timings["limits"] = time.perf_counter() - t
+        log.info("%s: %.1f s", "limits", timings["limits"])
 
         t = time.perf_counter()
         self.sensitivity_ = sensitivity(model, self.topology_, groups=self.groups,
@@ -275,6 +279,7 @@ class SNACS:
                                         fraction=self.protect_fraction)
         self.protected_ = {g: s.protected for g, s in self.sensitivity_.items()}
         timings["sensitivity"] = time.perf_counter() - t
+        log.info("%s: %.1f s", "sensitivity", timings["sensitivity"])
 
         t = time.perf_counter()
         self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
@@ -282,6 +287,7 @@ class SNACS:
                                q=self.q, target=self.target, target_metric=self.target_metric,
                                groups=self.groups)
         timings["plan"] = time.perf_counter() - t
+        log.info("%s: %.1f s", "plan", timings["plan"])
         self.timings_ = timings
         self.n_samples_ = acts.n
         return self
