@@ -177,7 +177,7 @@ def test_global_mode_monotone_in_q(synth):
                          mode="global", q=q, groups=8)
         removed.append(plan.predicted["weights_removed"])
     assert removed[0] == 0.0
-    assert all(b >= a for a, b in zip(removed, removed[1:]))
+    assert all(b >= a for a, b in zip(removed, removed[1:], strict=False))
     assert removed[-1] > 0
 
 
@@ -206,7 +206,7 @@ def test_accounting_reproduces_mint_vgg16():
     assert len(layers) == len(mint)
     # zero out exactly that share of each layer's weights, then count like the result does
     with torch.no_grad():
-        for m, pct in zip(layers, mint):
+        for m, pct in zip(layers, mint, strict=False):
             w = m.weight.view(-1)
             w.fill_(1.0)
             w[: int(round(w.numel() * pct / 100))] = 0
@@ -234,7 +234,7 @@ def test_sensitivity_protects_the_strongest_contributor():
 
 def test_limits_curve_and_threshold(synth):
     p = SNACS(**FAST).fit(create_model("simplecnn").eval(), synth)
-    for name, cur in p.limit_curves_.items():
+    for _name, cur in p.limit_curves_.items():
         acc = np.array(cur.accuracy)
         assert cur.threshold == pytest.approx(acc.max() - 0.7 * (acc.max() - acc.min()))
         i = cur.rates.index(cur.limit)

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -408,8 +407,13 @@ def prune(
     Returns:
         The pruned model (masks held, for granularity "connection") and a `PruneResult`.
     """
-    from snacs.metrics import count_macs, count_parameters, measure_latency as latency
-    from snacs.metrics import conv_linear_weights, nonzero_conv_linear_weights
+    from snacs.metrics import (
+        conv_linear_weights,
+        count_macs,
+        count_parameters,
+        nonzero_conv_linear_weights,
+    )
+    from snacs.metrics import measure_latency as latency
     from snacs.train import evaluate
 
     pruner = SNACS(**params).fit(model, data)

@@ -66,7 +66,7 @@ def plot_scores(scores: dict[str, np.ndarray], path: Path, max_pairs: int = 30) 
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, n in zip(axes.flat, names):
+    for ax, n in zip(axes.flat, names, strict=False):
         ax.axis("on")
         im = ax.imshow(scores[n], aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_title(n, fontsize=7)
@@ -93,14 +93,14 @@ def plot_summary(result, path: Path) -> None:
          ["before", "after"]),
         ("MACs (M)", [result.macs_before / 1e6, result.macs_after / 1e6], ["before", "after"]),
     ]
-    for ax, (title, vals, labels) in zip(axes, panels):
-        keep = [(lab, v) for lab, v in zip(labels, vals) if v is not None]
+    for ax, (title, vals, labels) in zip(axes, panels, strict=False):
+        keep = [(lab, v) for lab, v in zip(labels, vals, strict=False) if v is not None]
         if not keep:
             ax.set_title(title + " (not measured)", fontsize=9)
             continue
         bars = ax.bar([k for k, _ in keep], [v for _, v in keep],
                       color=["#bdbdbd", "#6baed6", "#2171b5"][: len(keep)])
-        for b, (_, v) in zip(bars, keep):
+        for b, (_, v) in zip(bars, keep, strict=False):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.2f}", ha="center",
                     va="bottom", fontsize=8)
         ax.set_title(title, fontsize=9)
