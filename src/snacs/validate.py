@@ -6,7 +6,7 @@ state vs the model) and raise a `SnacsError` whose message says what is wrong an
 `SNACS.fit` calls `preflight` after drawing the calibration indices and before the activation
 pass; `train` calls `check_resume_state` before loading a `last.pt`.
 
-Rules decided here (documented in the README's options table too):
+Rules decided here (the README's options table states the clamping; the errors state the rest):
 
 * `groups` must be a positive integer; a value above a layer's channel count is clamped per layer
   (SPEC §1: G = min(n, groups)), so `groups=10**6` means one filter per group.
