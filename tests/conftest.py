@@ -19,3 +19,9 @@ def synth_test():
     from snacs.data import synthetic
 
     return synthetic("test", n_per_class=10, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    """torch 2.13 draws a random default seed per process: pin it so model inits repeat."""
+    torch.manual_seed(0)
