@@ -79,7 +79,7 @@ def time_one(model: torch.nn.Module, data, *, groups: int, workers: int = 1, see
         "samples_per_class": samples_per_class,
         "N": int(p.n_samples_),
         "pairs": len(p.pairs_),
-        "weights": conv_linear_weights(model),
+        "conv_linear_weights": conv_linear_weights(model),
         "workers": workers,
         "threads": torch.get_num_threads(),
         "stages": {k: float(v) for k, v in p.timings_.items()},
