@@ -18,7 +18,7 @@ from snacs.plan import Plan
 
 log = logging.getLogger(__name__)
 
-__all__ = ["apply_plan", "remove_channels", "export_slim", "make_masks_permanent"]
+__all__ = ["apply_plan", "remove_channels", "export_slim", "make_masks_permanent", "recalibrate_bn"]
 
 
 def _out_fn(m: nn.Module):
@@ -169,3 +169,31 @@ def export_slim(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
             remove[cg.id] = idx
     remove_channels(model, topo, remove)
     return model
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches) -> None:
+    """Re-estimate BatchNorm running statistics on `batches` (in place, no gradient).
+
+    Removing a layer's inputs shifts its output distribution, so the BN statistics recorded on the
+    unpruned network no longer match and the pruned network's accuracy collapses before
+    fine-tuning. A forward pass over the calibration set in train mode, with a cumulative average
+    (momentum None), puts them back; weights are not touched.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    if not bns:
+        return
+    momentum = {m: m.momentum for m in bns}
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    try:
+        for x, _ in batches:
+            model(x)
+    finally:
+        for m in bns:
+            m.momentum = momentum[m]
+        model.train(was_training)

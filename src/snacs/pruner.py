@@ -65,6 +65,8 @@ class SNACS:
         cache_dir: where scores are cached so an interrupted run resumes (None: no cache).
         batch_size: batch size of the activation pass.
         seed: seed of the calibration sample and the estimators.
+        recalibrate_bn: after pruning, re-estimate BatchNorm statistics on the calibration set
+            (weights unchanged), so the pruned model is usable before fine-tuning.
         progress: show progress bars.
     """
 
@@ -91,6 +93,7 @@ class SNACS:
         cache_dir: str | None = None,
         batch_size: int = 256,
         seed: int = 0,
+        recalibrate_bn: bool = True,
         progress: bool = False,
     ) -> None:
         self.granularity = granularity
@@ -113,6 +116,7 @@ class SNACS:
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.seed = seed
+        self.recalibrate_bn = recalibrate_bn
         self.progress = progress
 
     # -- scikit-learn contract
@@ -231,6 +235,7 @@ class SNACS:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         batches, input_shape, n_batches = self._calibration(data)
+        self._calibration_batches = batches
         self.input_shape_ = input_shape
         # model vs data, non-finite weights, disk space, target vs fixed limits: before the
         # activation pass, the first expensive step
@@ -306,11 +311,14 @@ class SNACS:
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A pruned copy of `model` following `plan_` (call `fit` first)."""
-        from snacs.apply import apply_plan
+        from snacs.apply import apply_plan, recalibrate_bn
 
         if not hasattr(self, "plan_"):
             raise ConfigError("call fit(model, data) before apply(model)")
-        return apply_plan(model, self.topology_, self.plan_)
+        pruned = apply_plan(model, self.topology_, self.plan_)
+        if self.recalibrate_bn and getattr(self, "_calibration_batches", None) is not None:
+            recalibrate_bn(pruned, self._calibration_batches)
+        return pruned
 
 
 @dataclass
