@@ -276,3 +276,22 @@ def test_result_serialises_and_model_reloads(tmp_path, synth):
     with torch.no_grad():
         assert torch.allclose(again(x), pruned(x), atol=1e-6)
     assert copy.deepcopy(again) is not None
+
+
+def test_bn_statistics_recalibrated_after_pruning(synth):
+    model = create_model("simplecnn").eval()
+    p = SNACS(**(FAST | {"limits": 0.6})).fit(model, synth)
+    pruned = p.apply(model)
+    conv, bn = pruned.features[4], pruned.features[5]
+    assert isinstance(bn, nn.BatchNorm2d) and conv.out_channels == bn.num_features
+    feats = []
+    h = conv.register_forward_hook(lambda m, i, o: feats.append(o))
+    with torch.no_grad():
+        for x, _ in p._calibration_batches:
+            pruned.eval()
+            pruned(x)
+    h.remove()
+    f = torch.cat(feats)
+    torch.testing.assert_close(bn.running_mean, f.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+    raw = SNACS(**(FAST | {"limits": 0.6}), recalibrate_bn=False).fit(model, synth).apply(model)
+    assert not torch.allclose(raw.features[5].running_mean, bn.running_mean)
