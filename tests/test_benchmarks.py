@@ -127,6 +127,12 @@ def test_harness_cell_and_resume(tiny, tmp_path):
     assert res["finetune"]["epochs"] == 1 and "description" in res["finetune"]
     h2 = C.Harness(suite, **kw)
     assert all(h2.done(c["id"]) for c in cells)
+    before = res["cells"]["random__params50__seed0"]
+    del h2.result["cells"]["random__params50__seed0"]["remove"]  # rebuilt from the seeded state
+    h2.remeasure_latency()
+    after = json.loads((tmp_path / "res" / "compare_tiny.json").read_text())["cells"]
+    assert after["random__params50__seed0"]["remove"] == before["remove"]
+    assert after["l1__params50__seed0"]["accuracy_finetuned"] == cell["accuracy_finetuned"]
 
 
 def _fake_cell(method, metric, budget, seed, acc, removed=None):
