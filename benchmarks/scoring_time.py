@@ -61,14 +61,14 @@ def _trained(net: str, data, seed: int = 0) -> tuple[torch.nn.Module, str]:
 
 
 def time_one(model: torch.nn.Module, data, *, groups: int, workers: int = 1, seed: int = 0,
-             samples_per_class: int = SAMPLES_PER_CLASS) -> dict:
+             samples_per_class: int = SAMPLES_PER_CLASS, probe: str = "svm") -> dict:
     """Fit SNACS once on `model` and return the per-stage seconds and what was scored."""
     from snacs import SNACS
     from snacs.metrics import conv_linear_weights
     from snacs.pruner import _default_estimator
 
     p = SNACS(mode="ul", groups=groups, samples_per_class=samples_per_class, workers=workers,
-              seed=seed)
+              seed=seed, probe=probe)
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
     p.fit(model, data)
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--networks", default=",".join(NETWORKS))
     ap.add_argument("--weights", default="random,trained", help="random,trained")
     ap.add_argument("--workers", default="1", help="comma list of worker counts, e.g. 1,2")
+    ap.add_argument("--probe", default="svm",
+                    help="comma list of limit probes (svm is SNACS's default; linear, ncm)")
     ap.add_argument("--checkpoint", action="append", default=[],
                     help="NET=PATH: a really trained model for NET (snacs model file)")
     ap.add_argument("--threads", type=int, default=None)
@@ -124,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def key(r: dict) -> tuple:
-        return (r["network"], r["weights"], r["workers"], r["threads"], r["groups"])
+        return (r["network"], r["weights"], r["workers"], r["threads"], r["groups"],
+                r.get("probe", "svm"))
 
     for net in args.networks.split(","):
         spec = NETWORKS[net]
         for kind in args.weights.split(","):
-            for workers in (int(w) for w in args.workers.split(",")):
+            for workers, kind_probe in ((int(w), pr) for w in args.workers.split(",")
+                                        for pr in args.probe.split(",")):
                 probe = {"network": net, "weights": kind, "workers": workers,
-                         "threads": torch.get_num_threads(), "groups": spec["groups"]}
+                         "threads": torch.get_num_threads(), "groups": spec["groups"],
+                         "probe": kind_probe}
                 done = [r for r in result["runs"] if key(r) == key(probe)]
                 if done and not args.force:
                     log.info("skip %s (recorded)", key(probe))
@@ -146,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     model, how = _trained(net, data)
                 model.eval()
-                log.info("timing %s (%s, %d worker(s), %d thread(s))", net, kind, workers,
-                         torch.get_num_threads())
+                log.info("timing %s (%s, %d worker(s), %d thread(s), probe %s)", net, kind,
+                         workers, torch.get_num_threads(), kind_probe)
                 r = {**probe, "model": spec["model"], "width": spec["width"],
                      "weights_source": how, "target_seconds": spec["target_seconds"],
-                     **time_one(model, data, groups=spec["groups"], workers=workers)}
+                     **time_one(model, data, groups=spec["groups"], workers=workers,
+                                probe=kind_probe)}
                 r["meets_target"] = r["total_seconds"] <= spec["target_seconds"]
                 r["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 result["runs"] = [x for x in result["runs"] if key(x) != key(probe)] + [r]
