@@ -24,7 +24,7 @@ def test_config_runs_one_step(cfg, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["prune", "--config", str(cfg), "--dataset", "synthetic", "--width", "0.25",
                  "--samples-per-class", "4", "--groups", "4", "--estimator", "gaussian",
-                 "--finetune-epochs", "1", "--grid-step", "25", "--image-size", "32",
+                 "--finetune-epochs", "1", "--steps-per-epoch", "1", "--grid-step", "25", "--image-size", "32",
                  "--out", str(out), "--no-progress", "--no-latency"])
     err = capsys.readouterr().err
     assert code == 0, err

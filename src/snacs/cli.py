@@ -162,7 +162,8 @@ def _train_config(args, **over):
               batch_size=args.batch_size or rec.get("batch_size", 128),
               augment=args.augment if args.augment is not None else rec.get("augment", True),
               bf16=args.bf16,
-              val_fraction=args.val_fraction, seed=args.seed, momentum=args.momentum)
+              val_fraction=args.val_fraction, seed=args.seed, momentum=args.momentum,
+              steps_per_epoch=args.steps_per_epoch)
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -247,6 +248,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, wd: f
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the training split held out for model selection (default: %(default)s)")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="stop each epoch after this many batches (quick checks; default: all)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     eval_batch_size: int = 512
+    steps_per_epoch: int | None = None  # cap on batches per epoch (smoke tests, quick checks)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -206,7 +207,9 @@ def train(
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = _progress(loader, progress and rank == 0, f"epoch {epoch + 1}/{config.epochs}")
-        for x, y in bar:
+        for step, (x, y) in enumerate(bar):
+            if config.steps_per_epoch is not None and step >= config.steps_per_epoch:
+                break
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 logits = net(x)
                 loss = nn.functional.cross_entropy(logits.float(), y)
