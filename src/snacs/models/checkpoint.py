@@ -109,17 +109,18 @@ def _fix_hint(model: nn.Module) -> str:
     if isinstance(spec, Mapping) and "name" in spec:
         built = (
             f"--model {spec['name']} --width {spec.get('width')} "
-            f"--num-classes {spec.get('num_classes')} --in-channels {spec.get('in_channels')}"
+            f"({spec.get('num_classes')} classes, {spec.get('in_channels')} input channels, "
+            "both taken from the dataset)"
         )
         return (
             f"The model was built with {built}; was this checkpoint trained with these "
-            "settings? Rebuild the model with the options the checkpoint was trained with, or "
-            "pass strict=False to load only the tensors whose names and shapes match."
+            "settings? Pass the --model and --width the checkpoint was trained with (in Python, "
+            "load_weights(..., strict=False) loads only the tensors whose names and shapes match)."
         )
     return (
-        "Was this checkpoint trained with the same --model, --width, --num-classes and "
-        "--in-channels? Rebuild the model to match, or pass strict=False to load only the "
-        "tensors whose names and shapes match."
+        "Was this checkpoint trained with the same --model and --width, and on data with the "
+        "same classes and channels? Rebuild the model to match (in Python, "
+        "load_weights(..., strict=False) loads only the tensors whose names and shapes match)."
     )
 
 
