@@ -155,6 +155,12 @@ def test_report_renders_from_fake_results(tmp_path):
             for m, acc in (("snacs", 90.0), ("l1", 89.0), ("random", 85.0), ("tp-taylor", 91.0)):
                 cells[f"{m}{b}{seed}"] = _fake_cell(m, "params", b, seed, acc + seed)
         cells[f"ul{seed}"] = _fake_cell("snacs-ul", None, None, seed, 88.0, 62.0)
+    for seed in (0, 1):
+        for m, acc in (("l1", 80.0 + 10 * seed), ("random", 70.0)):
+            cells[f"{m}0.7{seed}"] = _fake_cell(m, "params", 0.7, seed, acc)
+    cells["snacs0.70"] = {"method": "snacs", "metric": "params", "budget": 0.7, "seed": 0,
+                          "status": "unreachable", "error": "at most 66.0% with granularity"}
+    cells["snacs0.71"] = _fake_cell("snacs", "params", 0.7, 1, 91.0)
     cells["mint-unreach"] = {"method": "mint", "metric": "params", "budget": 0.85, "seed": 0,
                              "status": "unreachable", "error": "at most 80.0% with granularity"}
     (res / "compare_fake.json").write_text(json.dumps({
@@ -180,6 +186,10 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "![fake params](results/compare_fake_params.png)" in md
     assert "SNACS is **below** TP group Taylor" in md  # said plainly where a baseline wins
     assert "No reliability results yet" in md
+    # reached on one seed only: compared with the baselines on that seed, and not a pass
+    assert ("its limits allow this budget on seed 1 only (1 of 2); on those seeds SNACS 91.00 %; "
+            "L1-norm (global) 90.00 %") in md
+    assert "| fake | 70% | 91.00 (1 of 2 seeds; baselines on the same) |" in readme.read_text()
     (res / "reliability.json").write_text(json.dumps({"checks": [{"check": "a | b", "test": "t"}]}))
     md = report.render(res, out, None, notes=None)
     assert "`checks` (1):" in md and "a \\| b" in md
