@@ -402,6 +402,20 @@ class Harness:
                      lat["bs1"]["base"], lat["bs1"]["pruned"], lat["bs64"]["base"],
                      lat["bs64"]["pruned"], rec["latency_loadavg"])
 
+    def forget(self, methods, seeds) -> None:
+        """Drop the finished cells and cached scoring state of `methods` for `seeds`."""
+        drop = [k for k, c in self.result["cells"].items()
+                if c["method"] in methods and c["seed"] in seeds]
+        for k in drop:
+            del self.result["cells"][k]
+        for m in methods:
+            for seed in seeds:
+                self.states.pop(("snacs" if m.startswith("snacs") else m, seed), None)
+                _fit_cache(self.suite, m, seed, self._fingerprint(), self.runs).unlink(
+                    missing_ok=True)
+        log.info("dropped %d cell(s) of %s", len(drop), ", ".join(methods))
+        self.save()
+
     def run(self, cells: list[dict], *, max_cells: int | None = None) -> None:
         todo = [c for c in cells if not self.done(c["id"])]
         log.info("%s: %d of %d cells to run", self.suite.name, len(todo), len(cells))
@@ -448,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the cells still to run")
     ap.add_argument("--remeasure-latency", action="store_true",
                     help="only time the finished cells again (for a quieter machine)")
+    ap.add_argument("--redo", action="store_true",
+                    help="drop the finished cells of the selected methods and their cached fits "
+                         "first (e.g. after a library change), then run them again")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stdout)
@@ -476,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.remeasure_latency:
         h.remeasure_latency()
         return 0
+    if args.redo:
+        h.forget(methods, {int(x) for x in args.seeds.split(",")})
     h.run(cells, max_cells=args.max_cells)
     return 0
 
