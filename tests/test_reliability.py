@@ -203,7 +203,7 @@ CASES: list[Case] = [
          ("cannot read checkpoint", "bad.pt")),
     Case("checkpoint of another architecture", _mismatched_checkpoint,
          ("does not match the model", "missing key(s): features.5.weight",
-          "unexpected key(s)", "Rebuild the model")),
+          "unexpected key(s)", "Pass the --model and --width")),
     Case("model built for other inputs (1-channel model, 3-channel data)",
          lambda t: prune_argv(t, "--checkpoint", _save_model_file(t, "gray", in_channels=1),
                               model=None),
