@@ -109,6 +109,71 @@ def _make_probe(kind: str, n_classes: int, seed: int):
     raise ConfigError(f"unknown probe {kind!r}; choose one of {', '.join(PROBES)}")
 
 
+def _ovo_coefficients(clf) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """The one-vs-one decision functions of a fitted SVC as one (n_SV x n_pairs) matrix."""
+    # sklearn negates the public dual_coef_/intercept_ of binary problems; the private copies
+    # keep libsvm's signs, which the voting below follows.
+    dual = getattr(clf, "_dual_coef_", clf.dual_coef_)
+    intercept = getattr(clf, "_intercept_", clf.intercept_)
+    n_sv = clf.n_support_
+    start = np.concatenate([[0], np.cumsum(n_sv)])
+    k = len(n_sv)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    coef = np.zeros((int(start[-1]), len(pairs)))
+    for col, (i, j) in enumerate(pairs):
+        # libsvm's layout: class i's SVs use row j-1 of dual_coef_, class j's SVs row i.
+        coef[start[i]:start[i + 1], col] = dual[j - 1, start[i]:start[i + 1]]
+        coef[start[j]:start[j + 1], col] = dual[i, start[j]:start[j + 1]]
+    return coef, np.asarray(intercept, dtype=np.float64), pairs
+
+
+def svm_predict(clf, x: np.ndarray, chunk: int = 4096, dtype: torch.dtype = torch.float32
+                ) -> np.ndarray:
+    """`clf.predict(x)` for a fitted RBF `SVC`, as dense matrix products.
+
+    libsvm evaluates the kernel one sample and one support vector at a time; here the kernel
+    of a block of samples against all support vectors is one matrix product, the 45 one-vs-one
+    decisions (10 classes) a second one, and the votes are counted as libsvm counts them (ties
+    go to the lower class index). The probe predicts ~20 rates x N samples per pair, which made
+    libsvm's loop ~90 % of the whole pruning time; this is ~6x faster on 2 cores. In float32
+    (the default) it agrees with `clf.predict` except for samples within rounding of a decision
+    boundary (measured: probe accuracies within 0.12 points, identical limits, on ResNet-20);
+    pass `dtype=torch.float64` for closer agreement at twice the cost.
+    """
+    sv64 = np.asarray(clf.support_vectors_, dtype=np.float64)
+    centre = sv64.mean(0)  # distances do not change; smaller magnitudes round less in float32
+    sv = torch.as_tensor(sv64 - centre).to(dtype)
+    coef, intercept, pairs = _ovo_coefficients(clf)
+    coef_t = torch.as_tensor(coef).to(dtype)
+    icpt = torch.as_tensor(intercept).to(dtype)
+    gamma = float(clf._gamma)
+    sv_sq = (sv * sv).sum(1)
+    first = torch.as_tensor([i for i, _ in pairs])
+    second = torch.as_tensor([j for _, j in pairs])
+    k = len(clf.classes_)
+    out = np.empty(len(x), dtype=np.int64)
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64) - centre).to(dtype)
+    for s in range(0, len(xt), chunk):
+        xb = xt[s:s + chunk]
+        d2 = (xb * xb).sum(1, keepdim=True) + sv_sq[None, :] - 2.0 * (xb @ sv.T)
+        kern = torch.exp(d2.clamp_min_(0.0).mul_(-gamma))
+        dec = kern @ coef_t + icpt
+        win = torch.where(dec > 0, first, second)
+        votes = torch.zeros(len(xb), k, dtype=torch.int64)
+        votes.scatter_add_(1, win, torch.ones_like(win))
+        out[s:s + len(xb)] = votes.argmax(1).numpy()
+    return np.asarray(clf.classes_)[out]
+
+
+def _predict(clf, x: np.ndarray) -> np.ndarray:
+    from sklearn.svm import SVC
+
+    if isinstance(clf, SVC) and clf.kernel == "rbf" and clf.decision_function_shape == "ovr" \
+            and not clf.break_ties and len(clf.classes_) > 1:
+        return svm_predict(clf, x)
+    return clf.predict(x)
+
+
 def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Tensor,
                 bias: torch.Tensor | None, labels: np.ndarray, *, granularity: str,
                 rates: np.ndarray, fraction: float, probe: str, seed: int) -> LimitResult:
@@ -127,11 +192,15 @@ def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Te
     m = torch.as_tensor(np.stack(masks), dtype=torch.float32)  # R x n_c x n_p
     b = bias if bias is not None else torch.zeros(pair.n_child)
     base = torch.relu(a_p @ w_sum.T + b).numpy()
-    feats = torch.relu(torch.einsum("nq,rcq->rnc", a_p, w_sum * m) + b)
+    # Rates that give the same mask (few groups, fine grid) need one prediction, not several.
+    uniq, which = np.unique(m.reshape(len(rates), -1).numpy(), axis=0, return_inverse=True)
+    which = which.ravel()
+    reps = torch.as_tensor([int(np.nonzero(which == u)[0][0]) for u in range(len(uniq))])
+    feats = torch.relu(torch.einsum("nq,rcq->rnc", a_p, w_sum * m[reps]) + b)
     n_classes = len(np.unique(labels))
     clf = _make_probe(probe, n_classes, seed)
     clf.fit(base, labels)
-    pred = clf.predict(feats.reshape(-1, pair.n_child).numpy()).reshape(len(rates), -1)
+    pred = _predict(clf, feats.reshape(-1, pair.n_child).numpy()).reshape(len(reps), -1)[which]
     acc = (pred == labels[None, :]).mean(1) * 100.0
     tau = acc.max() - fraction * (acc.max() - acc.min())
     ok = np.nonzero(acc >= tau - 1e-12)[0]

@@ -1,0 +1,39 @@
+"""The probe classifier of the operating constraints (SPEC §4): the dense SVM predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.svm import SVC
+
+from snacs.limits import svm_predict
+
+
+def _blobs(n_classes: int, n: int, dims: int, seed: int, spread: float = 1.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dims)) * 2.0
+    y = rng.integers(0, n_classes, size=n)
+    x = centres[y] + rng.normal(size=(n, dims)) * spread
+    return np.maximum(x, 0.0), y  # the probe sees ReLU features
+
+
+@pytest.mark.parametrize("n_classes,dims", [(2, 5), (3, 16), (10, 37)])
+def test_svm_predict_matches_libsvm(n_classes, dims):
+    x, y = _blobs(n_classes, 600, dims, seed=n_classes, spread=2.5)  # overlapping: many SVs
+    clf = SVC(C=1.0, gamma="scale", random_state=0).fit(x[:300], y[:300])
+    test = x[300:] * np.random.default_rng(1).uniform(0.0, 1.5, size=x[300:].shape)
+    ref = clf.predict(test)
+    exact = svm_predict(clf, test, dtype=torch.float64, chunk=97)  # ragged chunks too
+    assert (exact == ref).all()
+    fast = svm_predict(clf, test)
+    assert (fast == ref).mean() >= 0.995
+
+
+def test_svm_predict_keeps_label_values_and_ties_like_libsvm():
+    x, y = _blobs(4, 400, 6, seed=3, spread=3.0)
+    labels = np.array([7, -1, 3, 20])[y]  # arbitrary, unsorted label values
+    clf = SVC(gamma="scale").fit(x, labels)
+    out = svm_predict(clf, x, dtype=torch.float64)
+    assert set(np.unique(out)) <= set(labels)
+    assert (out == clf.predict(x)).all()
