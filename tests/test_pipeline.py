@@ -295,3 +295,34 @@ def test_bn_statistics_recalibrated_after_pruning(synth):
     torch.testing.assert_close(bn.running_mean, f.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
     raw = SNACS(**(FAST | {"limits": 0.6}), recalibrate_bn=False).fit(model, synth).apply(model)
     assert not torch.allclose(raw.features[5].running_mean, bn.running_mean)
+
+
+def test_relax_limits_reaches_a_target_above_the_limits(synth):
+    from snacs.limits import limit_at
+
+    model = create_model("vgg16", width=0.25).eval()
+    base = SNACS(**FAST).fit(model, synth)  # mode ul: every layer to its limit
+    reach = base.plan_.predicted["weights_removed"]
+    target = min(reach + 0.15, 0.9)
+    with pytest.raises(TargetError, match="--relax-limits"):
+        SNACS(**FAST, target=target).fit(model, synth)
+    p = SNACS(**FAST, target=target, relax_limits=True).fit(model, synth)
+    assert p.plan_.predicted["weights_removed"] >= target
+    assert 0.7 < p.limit_fraction_ <= 1.0
+    for name, curve in p.limit_curves_.items():
+        # the limits used are the probe curves read at the relaxed fraction, never below ul's
+        assert p.limits_[name] == limit_at(curve.rates, curve.accuracy, p.limit_fraction_)[0]
+        assert p.limits_[name] >= base.limits_[name]
+    # the smallest such fraction: a little less does not reach the target
+    from snacs.plan import make_plan
+
+    lower = {k: limit_at(c.rates, c.accuracy, p.limit_fraction_ - 2e-3)[0]
+             for k, c in p.limit_curves_.items()}
+    plan = make_plan(model, p.topology_, p.scores_, lower, p.sensitivity_, mode="global", q=1.0,
+                     groups=8)
+    assert plan.predicted["weights_removed"] < target
+    # a target within the limits leaves the fraction alone
+    q = SNACS(**FAST, target=reach / 2, relax_limits=True).fit(model, synth)
+    assert q.limit_fraction_ == 0.7 and q.limits_ == base.limits_
+    with pytest.raises(ConfigError, match="relax_limits"):
+        SNACS(**FAST, target=0.5, relax_limits=True, limits=0.5).fit(model, synth)

@@ -16,7 +16,8 @@ log = logging.getLogger("snacs")
 # different values is refused unless --overwrite)
 PRUNE_KEYS = ("model", "width", "checkpoint", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
-              "limits", "limit_fraction", "grid_step", "probe", "sensitivity", "sensitivity_k",
+              "limits", "limit_fraction", "relax_limits", "grid_step", "probe", "sensitivity",
+              "sensitivity_k",
               "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay")
 
 
@@ -65,6 +66,9 @@ def add_commands(sub, add_model, add_data, add_train, add_common) -> None:
                         "layer (default: %(default)s)")
     g.add_argument("--limit-fraction", type=float, default=0.7,
                    help="τ = max − f·(max − min) of the probe accuracy curve (default: %(default)s)")
+    g.add_argument("--relax-limits", action="store_true",
+                   help="with --target above what the limits allow: raise --limit-fraction just "
+                        "enough instead of stopping with an error")
     g.add_argument("--grid-step", type=int, default=5,
                    help="step of the probe's pruning-rate grid, percent (default: %(default)s)")
     g.add_argument("--probe", choices=["svm", "linear", "ncm"], default="svm",
@@ -166,7 +170,8 @@ def cmd_prune(args) -> int:
                   target_metric=args.target_metric, q=args.q, groups=args.groups,
                   samples_per_class=args.samples_per_class, estimator=args.estimator,
                   phi=args.phi, limits=args.limits, limit_fraction=args.limit_fraction,
-                  grid_step=args.grid_step, probe=args.probe, sensitivity=args.sensitivity,
+                  relax_limits=args.relax_limits, grid_step=args.grid_step, probe=args.probe,
+                  sensitivity=args.sensitivity,
                   sensitivity_k=args.sensitivity_k, protect_fraction=args.protect_fraction,
                   workers=args.workers, cache_dir=str(out / "cache"),
                   batch_size=args.batch_size_calib, seed=args.seed,

@@ -28,7 +28,7 @@ from snacs.scores import child_weight
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LimitResult", "upper_limits", "rate_grid", "expand_groups", "group_index",
+__all__ = ["LimitResult", "upper_limits", "limit_at", "rate_grid", "expand_groups", "group_index",
            "connection_keep", "filter_removed_groups", "PROBES"]
 
 PROBES = ("svm", "linear", "ncm")
@@ -47,6 +47,14 @@ class LimitResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def limit_at(rates, accuracy, fraction: float) -> tuple[float, float]:
+    """(UL, τ) of one probe curve: the largest rate whose accuracy is ≥ τ = max − f·(max − min)."""
+    acc = np.asarray(accuracy, dtype=np.float64)
+    tau = acc.max() - fraction * (acc.max() - acc.min())
+    ok = np.nonzero(acc >= tau - 1e-12)[0]
+    return (float(rates[ok.max()]) if len(ok) else 0.0), float(tau)
 
 
 def rate_grid(step: int = 5) -> np.ndarray:
@@ -202,11 +210,9 @@ def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Te
     clf.fit(base, labels)
     pred = _predict(clf, feats.reshape(-1, pair.n_child).numpy()).reshape(len(reps), -1)[which]
     acc = (pred == labels[None, :]).mean(1) * 100.0
-    tau = acc.max() - fraction * (acc.max() - acc.min())
-    ok = np.nonzero(acc >= tau - 1e-12)[0]
-    limit = float(rates[ok.max()]) if len(ok) else 0.0
+    limit, tau = limit_at(rates, acc, fraction)
     return LimitResult(pair=pair.name, limit=limit, rates=[float(r) for r in rates],
-                       accuracy=[float(a) for a in acc], threshold=float(tau),
+                       accuracy=[float(a) for a in acc], threshold=tau,
                        probe=type(clf).__name__)
 
 

@@ -20,14 +20,14 @@ import numpy as np
 from torch import nn
 
 from snacs.errors import ConfigError, TargetError
-from snacs.limits import LimitResult, connection_keep, expand_groups, group_index
+from snacs.limits import LimitResult, connection_keep, expand_groups, group_index, limit_at
 from snacs.pairs import Topology
 from snacs.scores import n_groups
 from snacs.sensitivity import GroupSensitivity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "GRANULARITIES", "MODES", "count_plan"]
+__all__ = ["Plan", "make_plan", "relax_limits", "GRANULARITIES", "MODES", "count_plan"]
 
 GRANULARITIES = ("filter", "connection")
 MODES = ("ul", "global", "target")
@@ -218,7 +218,8 @@ def make_plan(
         raise TargetError(
             f"target {target:.1%} of {target_metric} is beyond what the per-layer limits allow "
             f"(at most {best.predicted[key]:.1%} with granularity {granularity}); lower --target "
-            "or relax the limits (--limit-fraction, --limits none)"
+            "or let SNACS relax its limits just enough (--relax-limits; in Python "
+            "relax_limits=True), or raise --limit-fraction"
         )
     lo, hi = 0.0, 1.0
     for _ in range(40):
@@ -231,3 +232,56 @@ def make_plan(
         if hi - lo < 1e-6:
             break
     return best
+
+
+def relax_limits(
+    model: nn.Module,
+    topology: Topology,
+    scores: dict[str, np.ndarray],
+    curves: dict[str, LimitResult],
+    sens: dict[int, GroupSensitivity],
+    *,
+    target: float,
+    fraction: float,
+    granularity: str = "filter",
+    target_metric: str = "params",
+    groups: int = 64,
+    tol: float = 1e-3,
+) -> tuple[float, dict[str, float]]:
+    """The smallest limit fraction f ≥ `fraction` whose limits allow `target`, and those limits.
+
+    The probe curves stay what they are; only τ = max − f·(max − min) is lowered, so every
+    pair's limit grows by how flat its own curve is: layers whose probe accuracy holds up give
+    way first, layers whose accuracy falls steeply stay protected. f is found by bisection
+    (each pair's limit, and so the reachable share, only grows with f). At f = 1 every rate of
+    the grid is allowed; a target beyond that raises TargetError.
+    """
+    key = "weights_removed" if target_metric == "params" else "macs_removed"
+
+    def limits_at(f: float) -> dict[str, float]:
+        return {k: limit_at(c.rates, c.accuracy, f)[0] for k, c in curves.items()}
+
+    def reach(f: float) -> float:
+        plan = make_plan(model, topology, scores, limits_at(f), sens, granularity=granularity,
+                         mode="global", q=1.0, groups=groups)
+        return plan.predicted[key]
+
+    if reach(fraction) >= target:
+        return fraction, limits_at(fraction)
+    top = reach(1.0)
+    if top < target:
+        raise TargetError(
+            f"target {target:.1%} of {target_metric} is beyond what SNACS can remove even with "
+            f"fully relaxed limits (at most {top:.1%} with granularity {granularity}: the probe "
+            "grid stops at its last rate and protected filters are kept); lower --target, or "
+            "use --limits none --sensitivity none")
+    lo, hi = fraction, 1.0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if reach(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    log.warning("target %.1f%% of %s is above the limits at limit fraction %.2f; relaxed to %.3f",
+                100 * target, target_metric, fraction, hi)
+    return hi, limits_at(hi)

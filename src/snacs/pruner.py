@@ -56,6 +56,10 @@ class SNACS:
         limits: "probe" (operating constraints, SPEC §4), "none" (no limit), or a number in
             [0, 1): one fixed cap for every layer (MINT's setting).
         limit_fraction: the 0.7 of τ = max − fraction·(max − min).
+        relax_limits: in mode "target", when the target is above what the limits allow, raise
+            the limit fraction just enough (bisection) instead of refusing; each layer's limit
+            then grows by how flat its own probe curve is. The fraction used is
+            `limit_fraction_`. Only with limits="probe".
         grid_step: step of the rate grid, in percent.
         probe: the limits' classifier: "svm", "linear" or "ncm".
         sensitivity: "auto" (outliers above mean + k·std), "fraction", or "none".
@@ -84,6 +88,7 @@ class SNACS:
         phi: str = "weight",
         limits: str | float = "probe",
         limit_fraction: float = 0.7,
+        relax_limits: bool = False,
         grid_step: int = 5,
         probe: str = "svm",
         sensitivity: str = "auto",
@@ -107,6 +112,7 @@ class SNACS:
         self.phi = phi
         self.limits = limits
         self.limit_fraction = limit_fraction
+        self.relax_limits = relax_limits
         self.grid_step = grid_step
         self.probe = probe
         self.sensitivity = sensitivity
@@ -184,6 +190,10 @@ class SNACS:
             raise ConfigError(f"a fixed limit must be in [0, 1), got {self.limits}")
         if not 0.0 < self.limit_fraction < 1.0:
             raise ConfigError(f"limit_fraction must be in (0, 1), got {self.limit_fraction}")
+        if self.relax_limits and self.limits != "probe":
+            raise ConfigError(
+                f"relax_limits raises the probe's limit fraction, but limits={self.limits!r}; "
+                "use limits='probe' (the default) or drop --relax-limits")
         if self.probe not in PROBES:
             raise ConfigError(f"unknown probe {self.probe!r}; choose one of {', '.join(PROBES)}")
         if self.sensitivity not in RULES:
@@ -286,6 +296,15 @@ class SNACS:
         log.info("%s: %.1f s", "sensitivity", timings["sensitivity"])
 
         t = time.perf_counter()
+        self.limit_fraction_ = self.limit_fraction if self.limits == "probe" else None
+        if self.mode == "target" and self.relax_limits and self.limit_curves_:
+            from snacs.plan import relax_limits
+
+            self.limit_fraction_, self.limits_ = relax_limits(
+                model, self.topology_, self.scores_, self.limit_curves_, self.sensitivity_,
+                target=float(self.target), fraction=self.limit_fraction,
+                granularity=self.granularity, target_metric=self.target_metric,
+                groups=self.groups)
         self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
                                self.sensitivity_, granularity=self.granularity, mode=self.mode,
                                q=self.q, target=self.target, target_metric=self.target_metric,
@@ -345,6 +364,7 @@ class PruneResult:
     accuracy_finetuned: float | None = None
     timings: dict = field(default_factory=dict)
     plan_checksum: str = ""
+    limit_fraction_used: float | None = None
     finetune: dict | None = None
 
     def to_dict(self) -> dict:
@@ -441,6 +461,7 @@ def prune(
         macs_before=m0, macs_after=m1, macs_reduction=m0 / max(m1, 1),
         layers=_layer_table(model, pruned, pruner), timings=dict(pruner.timings_),
         plan_checksum=pruner.plan_.checksum(),
+        limit_fraction_used=pruner.limit_fraction_,
     )
     if measure_latency:
         lat_model = pruned

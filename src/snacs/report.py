@@ -132,6 +132,14 @@ def write_report(out: Path, result, scores: dict[str, np.ndarray] | None = None,
         f"{result.samples} calibration samples, estimator `{result.settings.get('estimator')}`.",
         "",
     ]
+    relaxed = result.settings.get("relax_limits") and result.limit_fraction_used is not None \
+        and result.limit_fraction_used > result.settings.get("limit_fraction", 0.7) + 1e-12
+    if relaxed:
+        lines += [
+            f"The target was above what the limits allow at limit fraction "
+            f"{result.settings.get('limit_fraction')}; the limits were relaxed to fraction "
+            f"**{result.limit_fraction_used:.3f}** (τ = max − f·(max − min) of each probe curve), "
+            "the smallest that reaches it.", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
     lines += [
