@@ -4,9 +4,11 @@ Every method returns the same thing: ``remove[group id] = channel indices`` over
 channel groups of :func:`snacs.pairs.find_topology`. The harness (``benchmarks.compare``) then
 applies it with :func:`snacs.apply.remove_channels`, fine-tunes and evaluates, identically for all.
 
-* ``snacs``: ``SNACS(mode="target").fit(...)``; the plan of another budget is rebuilt from the
-  same fitted scores, limits and protection with :func:`snacs.plan.make_plan` (the plan is a
-  pure function of those, so this equals a fresh ``fit`` at that target, minus the scoring).
+* ``snacs``: ``SNACS(mode="target", relax_limits=True).fit(...)``; the plan of another budget is
+  rebuilt from the same fitted scores, probe curves and protection with
+  :func:`snacs.plan.relax_limits` and :func:`snacs.plan.make_plan` (the plan is a pure function
+  of those, so this equals a fresh ``fit`` at that target, minus the scoring). Within the
+  limits the limit fraction stays 0.7; above them it is raised just enough.
 * ``snacs-ul``: the fully automatic mode, at whatever budget its limits give.
 * ``snacs-nolimits``: the same fitted scores and protection with the per-layer limits lifted
   (the cap of ``limits="none"``), so budgets above what the limits allow can be compared; it is
@@ -262,16 +264,30 @@ NO_LIMIT = 0.99  # what SNACS(limits="none") uses as the cap of every pair
 
 
 def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = None,
-                 metric: str = "params", lift_limits: bool = False
+                 metric: str = "params", lift_limits: bool = False, relax: bool = False
                  ) -> tuple[dict[int, list[int]], dict[str, float]]:
-    """The plan of a fitted pruner at another mode/target, without rescoring."""
-    from snacs.plan import make_plan
+    """The plan of a fitted pruner at another mode/target, without rescoring.
+
+    `relax`: in mode "target", raise the limit fraction just enough when the target is above
+    the limits (`SNACS(relax_limits=True)`); the fraction used is returned as
+    predicted["limit_fraction"].
+    """
+    from snacs.plan import make_plan, relax_limits
 
     limits = ({k: NO_LIMIT for k in pruner.limits_} if lift_limits else pruner.limits_)
+    fraction = None
+    if relax and mode == "target" and getattr(pruner, "limit_curves_", None):
+        fraction, limits = relax_limits(
+            model, pruner.topology_, pruner.scores_, pruner.limit_curves_, pruner.sensitivity_,
+            target=target, fraction=pruner.limit_fraction, granularity="filter",
+            target_metric=metric, groups=pruner.groups)
     plan = make_plan(model, pruner.topology_, pruner.scores_, limits, pruner.sensitivity_,
                      granularity="filter", mode=mode, target=target, target_metric=metric,
                      groups=pruner.groups)
-    return {int(k): list(v) for k, v in plan.remove.items()}, dict(plan.predicted)
+    pred = dict(plan.predicted)
+    if fraction is not None:
+        pred["limit_fraction"] = float(fraction)
+    return {int(k): list(v) for k, v in plan.remove.items()}, pred
 
 
 def score_method(method: str, model: nn.Module, topology: Topology, data, *, seed: int,
@@ -300,7 +316,9 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
         return snacs_remove(state, model, mode="ul")
     if target is None:
         raise ValueError(f"{method} needs a budget")
-    if method in ("snacs", "mint"):
+    if method == "snacs":
+        return snacs_remove(state, model, mode="target", target=target, metric=metric, relax=True)
+    if method == "mint":
         return snacs_remove(state, model, mode="target", target=target, metric=metric)
     if method == "snacs-nolimits":
         return snacs_remove(state, model, mode="target", target=target, metric=metric,

@@ -416,6 +416,15 @@ class Harness:
         log.info("dropped %d cell(s) of %s", len(drop), ", ".join(methods))
         self.save()
 
+    def retry_unreachable(self, methods) -> None:
+        """Drop the cells of `methods` recorded as unreachable, so the next run retries them."""
+        drop = [k for k, c in self.result["cells"].items()
+                if c["method"] in methods and c.get("status") == "unreachable"]
+        for k in drop:
+            del self.result["cells"][k]
+        log.info("retrying %d unreachable cell(s) of %s", len(drop), ", ".join(methods))
+        self.save()
+
     def run(self, cells: list[dict], *, max_cells: int | None = None) -> None:
         todo = [c for c in cells if not self.done(c["id"])]
         log.info("%s: %d of %d cells to run", self.suite.name, len(todo), len(cells))
@@ -465,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redo", action="store_true",
                     help="drop the finished cells of the selected methods and their cached fits "
                          "first (e.g. after a library change), then run them again")
+    ap.add_argument("--retry-unreachable", action="store_true",
+                    help="run again the cells of the selected methods recorded as unreachable "
+                         "(e.g. after SNACS learnt to relax its limits for a target)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stdout)
@@ -495,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.redo:
         h.forget(methods, {int(x) for x in args.seeds.split(",")})
+    if args.retry_unreachable:
+        h.retry_unreachable(methods)
     h.run(cells, max_cells=args.max_cells)
     return 0
 
