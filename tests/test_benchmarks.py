@@ -155,6 +155,7 @@ def test_report_renders_from_fake_results(tmp_path):
             for m, acc in (("snacs", 90.0), ("l1", 89.0), ("random", 85.0), ("tp-taylor", 91.0)):
                 cells[f"{m}{b}{seed}"] = _fake_cell(m, "params", b, seed, acc + seed)
         cells[f"ul{seed}"] = _fake_cell("snacs-ul", None, None, seed, 88.0, 62.0)
+        cells[f"snacs0.85{seed}"]["predicted"] = {"limit_fraction": 0.88 + 0.04 * seed}
     for seed in (0, 1):
         for m, acc in (("l1", 80.0 + 10 * seed), ("random", 70.0)):
             cells[f"{m}0.7{seed}"] = _fake_cell(m, "params", 0.7, seed, acc)
@@ -196,7 +197,10 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "unreachable (limits allow ≤ 80.0%)" in md
     text = readme.read_text()
     assert "old" not in text and "tail" in text and "[BENCHMARKS.md](BENCH.md)" in text
-    assert "| fake | 50% | 90.50 | – | TP group Taylor 91.50 |" in text
+    assert "| fake | 50% | 90.50 | 0.70 | – | TP group Taylor 91.50 |" in text
+    # budgets above the limits: SNACS relaxed its limit fraction, and both pages say by how much
+    assert "| fake | 85% | 90.50 | 0.88–0.92 |" in text
+    assert "SNACS 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
     # empty results directory: still renders
     empty = tmp_path / "empty"
     empty.mkdir()
