@@ -206,3 +206,28 @@ def test_report_renders_from_fake_results(tmp_path):
     empty.mkdir()
     md = report.render(empty, tmp_path / "E.md", None, notes=None)
     assert "No comparison results yet" in md and "No reliability results yet" in md
+
+
+def test_snacs_relaxes_its_limits_like_a_fresh_fit_and_the_ablation_variants(tiny):
+    from benchmarks import above_limits as A
+
+    from snacs import SNACS
+
+    model, topo, data = tiny
+    state = B.score_method("snacs", model, topo, data, seed=0,
+                           snacs_params={"samples_per_class": 12, "groups": 4})
+    reach = state.plan_.predicted["weights_removed"]  # mode ul: what the limits allow
+    target = min(reach + 0.1, 0.9)
+    remove, pred = B.select_from_state("snacs", state, model, topo, target=target)
+    _check_valid(model, topo, remove)
+    assert pred["weights_removed"] >= target and pred["limit_fraction"] > 0.7
+    fresh = SNACS(mode="target", target=target, samples_per_class=12, groups=4,
+                  relax_limits=True).fit(model, data)
+    assert {int(k): list(v) for k, v in fresh.plan_.remove.items()} == remove
+    assert fresh.limit_fraction_ == pytest.approx(pred["limit_fraction"])
+    for v in A.VARIANTS:
+        rem, p = A.removal(v, state, model, target)
+        _check_valid(model, topo, rem)
+        assert p["weights_removed"] >= target - 1e-9, v
+    with pytest.raises(ValueError, match="unknown variant"):
+        A.removal("nope", state, model, target)

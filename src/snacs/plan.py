@@ -75,15 +75,22 @@ def _group_limit(topology: Topology, limits: dict[str, float], gid: int) -> floa
     return min(limits[p.name] for p in topology.pairs if p.group == gid)
 
 
-def _filter_plan(topology, scores, limits, sens, groups, q) -> dict[int, list[int]]:
+NORMALISERS = ("readers", "mean")
+
+
+def _filter_plan(topology, scores, limits, sens, groups, q, normalise="readers"
+                 ) -> dict[int, list[int]]:
     """Channels to remove per prunable channel group; q=None means each group to its limit."""
     pooled, per = [], {}
     for cg in topology.groups:
         if not cg.prunable or not any(p.group == cg.id for p in topology.pairs):
             continue
         imp = _importance(topology, scores, cg.id)
-        readers = sum(scores[p.name].shape[0] for p in topology.pairs if p.group == cg.id)
-        per[cg.id] = imp / max(readers, 1)  # mean connectivity per reader group: comparable
+        if normalise == "mean":  # relative to the layer's own mean: layers compare by shape
+            per[cg.id] = imp / max(float(np.mean(imp)), 1e-12)
+        else:
+            readers = sum(scores[p.name].shape[0] for p in topology.pairs if p.group == cg.id)
+            per[cg.id] = imp / max(readers, 1)  # mean connectivity per reader group
         pooled.append(per[cg.id])
     thr = None
     if q is not None:
@@ -183,18 +190,27 @@ def make_plan(
     target: float | None = None,
     target_metric: str = "params",
     groups: int = 64,
+    normalise: str = "readers",
 ) -> Plan:
-    """Build the plan for one granularity and mode (see module docstring)."""
+    """Build the plan for one granularity and mode (see module docstring).
+
+    `normalise` (filter granularity) makes importances of different layers comparable before
+    they are pooled for q: "readers" divides a group's Σ_j ρ by the number of child groups
+    reading it (the default); "mean" by the layer's mean importance (torch-pruning's normaliser;
+    used by the `benchmarks.above_limits` ablation).
+    """
     if granularity not in GRANULARITIES:
         raise ConfigError(f"unknown granularity {granularity!r}; choose filter or connection")
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if normalise not in NORMALISERS:
+        raise ConfigError(f"unknown normalise {normalise!r}; choose one of {', '.join(NORMALISERS)}")
     lim = {k: (v.limit if isinstance(v, LimitResult) else float(v)) for k, v in limits.items()}
 
     def build(qv: float | None) -> Plan:
         plan = Plan(granularity=granularity, mode=mode, q=qv, limits=lim)
         if granularity == "filter":
-            plan.remove = _filter_plan(topology, scores, lim, sens, groups, qv)
+            plan.remove = _filter_plan(topology, scores, lim, sens, groups, qv, normalise)
         else:
             plan.keep = {k: v.tolist()
                          for k, v in _connection_plan(topology, scores, lim, sens, qv).items()}
