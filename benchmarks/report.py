@@ -478,6 +478,47 @@ def _dict_rows_table(rows: list[dict]) -> list[str]:
     return _table(keys, [[_cell(r.get(k)) for k in keys] for r in rows])
 
 
+ABOVE_LIMITS_NAMES = {
+    "relax": "relax the limit fraction (shipped: `--relax-limits`)",
+    "relax-mean": "relax, importance ÷ layer mean",
+    "scaled": "every layer to s·UL",
+    "nolimits-mean": "no limits, importance ÷ layer mean",
+}
+
+
+def above_limits_section(res: dict, compare: dict | None, fname: str) -> list[str]:
+    """The ablation of SNACS routes above its limits, next to L1-norm and the best baseline."""
+    cells = [c for c in res["cells"].values() if c.get("status") == "ok"]
+    budgets = sorted({float(c["budget"]) for c in cells})
+    seeds = sorted({c["seed"] for c in cells})
+    variants = [v for v in ABOVE_LIMITS_NAMES if any(c["variant"] == v for c in cells)]
+    out = [f"### Above the limits: {res.get('suite')}", "",
+           f"From `{fname}` (`python -m benchmarks.above_limits --suite {res.get('suite')}`): "
+           "the same harness, base model, fine-tune and seeds as the matched-compression table; "
+           "fine-tuned test accuracy (%), mean ± spread over the seeds "
+           f"{', '.join(map(str, seeds))}, and the share of MACs removed.", ""]
+    rows = []
+    for v in variants:
+        row = [ABOVE_LIMITS_NAMES[v]]
+        for b in budgets:
+            cs = [c for c in cells if c["variant"] == v and float(c["budget"]) == b]
+            row.append(f"{_pm([c['accuracy_finetuned'] for c in cs])} (MACs −"
+                       f"{_stats([c['macs_removed_pct'] for c in cs])[0]:.0f} %)" if cs else "–")
+        rows.append(row)
+    if compare:
+        groups = _by_method_budget(compare, "params")
+        for m in ("l1", "tp-taylor", "tp-magnitude"):
+            row = [METHOD_NAMES[m] + " (from the matched table)"]
+            for b in budgets:
+                cs = [c for c in _ok(groups.get((m, b), [])) if c["seed"] in seeds]
+                row.append(f"{_pm([c['accuracy_finetuned'] for c in cs])} (MACs −"
+                           f"{_stats([c['macs_removed_pct'] for c in cs])[0]:.0f} %)"
+                           if cs else "–")
+            rows.append(row)
+    out += _table(["route"] + [f"{b:.0%} of weights removed" for b in budgets], rows) + [""]
+    return out
+
+
 def reliability_section(res: Any) -> list[str]:
     """Rendered from whatever reliability.json holds: scalars, then one table per list."""
     out = ["## Reliability", ""]
@@ -616,6 +657,7 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
 
     comps = [(p, _load(p)) for p in sorted(results_dir.glob("compare_*.json"))]
     comps = [(p, r) for p, r in comps if isinstance(r, dict)]
+    comps_by_suite = {r.get("suite"): r for _, r in comps}
     out += ["## Accuracy at matched compression", ""]
     if comps:
         out += ["Every method prunes the same trained model to the same budget, with the same "
@@ -627,6 +669,12 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
             used.append(p.name)
     else:
         out += ["No comparison results yet (`python -m benchmarks.compare --suite …`).", ""]
+
+    for p in sorted(results_dir.glob("above_limits_*.json")):
+        r = _load(p)
+        if isinstance(r, dict) and r.get("cells"):
+            out += above_limits_section(r, comps_by_suite.get(r.get("suite")), p.name)
+            used.append(p.name)
 
     st = _load(results_dir / "scoring_time.json")
     if isinstance(st, dict) and st.get("runs"):

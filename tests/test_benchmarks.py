@@ -175,6 +175,9 @@ def test_report_renders_from_fake_results(tmp_path):
         "targets_seconds": {"resnet56": 60.0, "vgg16": 120.0}}))
     (res / "train_vgg16w025_fmnist.json").write_text(json.dumps({"test_accuracy": 90.27,
                                                                  "epochs": 2}))
+    (res / "above_limits_fake.json").write_text(json.dumps({"suite": "fake", "cells": {
+        f"relax{seed}": {**_fake_cell("snacs", "params", 0.85, seed, 86.0 + seed), "variant": "relax"}
+        for seed in (0, 1)}}))
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\ntail\n")
     notes = tmp_path / "notes.md"
@@ -201,6 +204,10 @@ def test_report_renders_from_fake_results(tmp_path):
     # budgets above the limits: SNACS relaxed its limit fraction, and both pages say by how much
     assert "| fake | 85% | 90.50 | 0.88–0.92 |" in text
     assert "SNACS 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
+    assert "### Above the limits: fake" in md
+    assert ("| relax the limit fraction (shipped: `--relax-limits`) | 86.50 ± 0.50 (MACs −80 %) |"
+            in md)
+    assert "| L1-norm (global) (from the matched table) | 89.50 ± 0.50 (MACs −80 %) |" in md
     # empty results directory: still renders
     empty = tmp_path / "empty"
     empty.mkdir()
