@@ -52,6 +52,8 @@ def test_prune_end_to_end_outputs(trained, tmp_path, capsys):
     slim = snacs.load(out / "model.pt")
     assert sum(p.numel() for p in slim.parameters()) == res["params_after"]
     assert "report:" in stdout and "MACs" in stdout
+    # the report names the command as given, also when the CLI is called from Python
+    assert "snacs prune --checkpoint " in (out / "report.md").read_text()
     # same --out with other settings is refused; the user's outputs stay
     code, _, err = run(["prune", "--checkpoint", str(trained / "model.pt"), "--dataset",
                         "synthetic", "--groups", "4", "--out", str(out), "--no-progress"], capsys)

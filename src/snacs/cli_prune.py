@@ -206,7 +206,7 @@ def cmd_prune(args) -> int:
     snacs.io.save(final, out / "model.pt", extra={"result": res.to_dict()})
     res.save(out / "result.json")
     write_report(out, res, pruned.snacs_pruner.scores_,
-                 command="snacs " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                 command="snacs " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])))
     print(summary_table(res))
     print(f"\nreport: {out / 'report.md'}   model: {out / 'model.pt'}")
     _ = evaluate  # evaluation happens inside prune/train
