@@ -604,6 +604,12 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                          f"thread{'s' if thr > 1 else ''}): {each}")
         lines += ["Whole-network scoring time with the default SVM-probe limits: "
                   + "; ".join(parts) + ". Most of it is the limits stage; see BENCHMARKS.md.", ""]
+    dt = _load(results_dir / "demo_time.json")
+    if isinstance(dt, dict) and dt.get("wall_seconds"):
+        lines += [f"`make demo` from a fresh clone: {dt['wall_seconds'] / 60:.1f} min end to end "
+                  f"(setup included; target ≤ {dt['target_seconds'] / 60:.0f} min), "
+                  f"{dt['weights_pruned_pct']:.1f} % of weights removed, accuracy "
+                  f"{dt['accuracy_before']:.2f} → {dt['accuracy_finetuned']:.2f} %.", ""]
     eq = _load(results_dir / "estimator_quality.json")
     if eq and eq.get("summary"):
         dv = eq.get("default_variant")
@@ -649,7 +655,8 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
     for fname, title in (("train_vgg16w025_fmnist.json",
                           "Training: VGG16 (width 0.25) on Fashion-MNIST"),
                          ("prune_vgg16w025_fmnist.json",
-                          "Pruning with SNACS: VGG16 (width 0.25) on Fashion-MNIST")):
+                          "Pruning with SNACS: VGG16 (width 0.25) on Fashion-MNIST"),
+                         ("demo_time.json", "`make demo` from a fresh clone (target ≤ 10 min)")):
         d = _load(results_dir / fname)
         if isinstance(d, dict):
             out += _lead_section(title, d, fname)
