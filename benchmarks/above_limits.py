@@ -12,6 +12,8 @@ Variants (filter granularity, parameter budgets):
 * ``relax-mean``: the same limits, importance divided by its layer's mean before pooling.
 * ``scaled``: every layer pruned to s·UL (capped at 96 %), s bisected: the automatic ul
   allocation, scaled.
+* ``relax-cost``: the relaxed limits, importance ÷ layer mean ÷ what one channel of the layer
+  saves in the budget's metric (a cost-aware importance, meant for MAC budgets).
 * ``nolimits-mean``: no per-layer limit (≥ 1 group kept), mean-normalised importance ranked
   globally: the allocation rule of the L1 / torch-pruning baselines with SNACS's scores.
 """
@@ -27,7 +29,7 @@ from benchmarks import baselines as B
 from benchmarks import compare as C
 
 log = logging.getLogger("benchmarks.above_limits")
-VARIANTS = ("relax", "relax-mean", "scaled", "nolimits-mean")
+VARIANTS = ("relax", "relax-mean", "scaled", "nolimits-mean", "relax-cost")
 
 
 def removal(variant: str, pr, model, target: float, metric: str = "params"):
@@ -36,13 +38,15 @@ def removal(variant: str, pr, model, target: float, metric: str = "params"):
 
     topo = pr.topology_
     common = dict(groups=pr.groups)
-    if variant in ("relax", "relax-mean"):
+    if variant in ("relax", "relax-mean", "relax-cost"):
         _, lim = relax_limits(model, topo, pr.scores_, pr.limit_curves_, pr.sensitivity_,
                               target=target, fraction=pr.limit_fraction, target_metric=metric,
                               **common)
         plan = make_plan(model, topo, pr.scores_, lim, pr.sensitivity_, mode="target",
                          target=target, target_metric=metric,
-                         normalise="mean" if variant == "relax-mean" else "readers", **common)
+                         normalise={"relax-mean": "mean", "relax-cost": "cost"}.get(variant,
+                                                                                   "readers"),
+                         **common)
     elif variant == "nolimits-mean":
         lim = {k: B.NO_LIMIT for k in pr.limits_}
         plan = make_plan(model, topo, pr.scores_, lim, pr.sensitivity_, mode="target",
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--budgets", default="0.7,0.85")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--metric", default="params", choices=["params", "macs"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stdout)
@@ -90,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         for b in (float(x) for x in args.budgets.split(",")):
             for v in args.variants.split(","):
-                cid = f"{v}__params{round(b * 100)}__seed{seed}"
+                cid = f"{v}__{args.metric}{round(b * 100)}__seed{seed}"
                 if cid in result["cells"]:
                     continue
                 orig = B.select_from_state
                 B.select_from_state = (lambda method, state, model, topo, *, target, metric,
                                        v=v: removal(v, state, model, target, metric))
                 try:
-                    rec = h.run_cell({"method": "snacs", "metric": "params", "budget": b,
+                    rec = h.run_cell({"method": "snacs", "metric": args.metric, "budget": b,
                                       "seed": seed, "id": cid})
                 finally:
                     B.select_from_state = orig

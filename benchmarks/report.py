@@ -483,39 +483,48 @@ ABOVE_LIMITS_NAMES = {
     "relax-mean": "relax, importance ÷ layer mean",
     "scaled": "every layer to s·UL",
     "nolimits-mean": "no limits, importance ÷ layer mean",
+    "relax-cost": "relax, importance ÷ layer mean ÷ saving per channel",
 }
 
 
 def above_limits_section(res: dict, compare: dict | None, fname: str) -> list[str]:
-    """The ablation of SNACS routes above its limits, next to L1-norm and the best baseline."""
-    cells = [c for c in res["cells"].values() if c.get("status") == "ok"]
-    budgets = sorted({float(c["budget"]) for c in cells})
-    seeds = sorted({c["seed"] for c in cells})
-    variants = [v for v in ABOVE_LIMITS_NAMES if any(c["variant"] == v for c in cells)]
+    """The ablation of SNACS routes above its limits, next to the shipped route and baselines."""
+    allcells = [c for c in res["cells"].values() if c.get("status") == "ok"]
     out = [f"### Above the limits: {res.get('suite')}", "",
            f"From `{fname}` (`python -m benchmarks.above_limits --suite {res.get('suite')}`): "
            "the same harness, base model, fine-tune and seeds as the matched-compression table; "
-           "fine-tuned test accuracy (%), mean ± spread over the seeds "
-           f"{', '.join(map(str, seeds))}, and the share of MACs removed.", ""]
-    rows = []
-    for v in variants:
-        row = [ABOVE_LIMITS_NAMES[v]]
-        for b in budgets:
-            cs = [c for c in cells if c["variant"] == v and float(c["budget"]) == b]
-            row.append(f"{_pm([c['accuracy_finetuned'] for c in cs])} (MACs −"
-                       f"{_stats([c['macs_removed_pct'] for c in cs])[0]:.0f} %)" if cs else "–")
-        rows.append(row)
-    if compare:
-        groups = _by_method_budget(compare, "params")
-        for m in ("l1", "tp-taylor", "tp-magnitude"):
-            row = [METHOD_NAMES[m] + " (from the matched table)"]
-            for b in budgets:
-                cs = [c for c in _ok(groups.get((m, b), [])) if c["seed"] in seeds]
-                row.append(f"{_pm([c['accuracy_finetuned'] for c in cs])} (MACs −"
-                           f"{_stats([c['macs_removed_pct'] for c in cs])[0]:.0f} %)"
-                           if cs else "–")
-            rows.append(row)
-    out += _table(["route"] + [f"{b:.0%} of weights removed" for b in budgets], rows) + [""]
+           "fine-tuned test accuracy (%), mean ± spread over the seeds, and the share of MACs "
+           "(parameter budgets) or weights (MAC budgets) removed.", ""]
+    for metric in ("params", "macs"):
+        cells = [c for c in allcells if (c.get("metric") or "params") == metric]
+        if not cells:
+            continue
+        other, unit = (("macs_removed_pct", "MACs"), "weights") if metric == "params" else \
+            (("weights_removed_pct", "weights"), "MACs")
+        budgets = sorted({float(c["budget"]) for c in cells})
+        seeds = sorted({c["seed"] for c in cells})
+
+        def fmt(cs, other=other):
+            return (f"{_pm([c['accuracy_finetuned'] for c in cs])} ({other[1]} −"
+                    f"{_stats([c[other[0]] for c in cs])[0]:.0f} %)" if cs else "–")
+
+        rows = []
+        for v in ABOVE_LIMITS_NAMES:
+            if not any(c["variant"] == v for c in cells):
+                continue
+            rows.append([ABOVE_LIMITS_NAMES[v]] + [
+                fmt([c for c in cells if c["variant"] == v and float(c["budget"]) == b])
+                for b in budgets])
+        if compare:
+            groups = _by_method_budget(compare, metric)
+            for m in ("snacs", "l1", "tp-taylor", "tp-magnitude"):
+                if m == "snacs" and any(c["variant"] == "relax" for c in cells):
+                    continue
+                rows.append([METHOD_NAMES[m] + " (from the matched table)"] + [
+                    fmt([c for c in _ok(groups.get((m, b), [])) if c["seed"] in seeds])
+                    for b in budgets])
+        out += [f"{unit.capitalize()} budgets (seeds {', '.join(map(str, seeds))}):", ""]
+        out += _table(["route"] + [f"{b:.0%} of {unit} removed" for b in budgets], rows) + [""]
     return out
 
 

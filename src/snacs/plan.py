@@ -75,10 +75,10 @@ def _group_limit(topology: Topology, limits: dict[str, float], gid: int) -> floa
     return min(limits[p.name] for p in topology.pairs if p.group == gid)
 
 
-NORMALISERS = ("readers", "mean")
+NORMALISERS = ("readers", "mean", "cost")
 
 
-def _filter_plan(topology, scores, limits, sens, groups, q, normalise="readers"
+def _filter_plan(topology, scores, limits, sens, groups, q, normalise="readers", cost=None
                  ) -> dict[int, list[int]]:
     """Channels to remove per prunable channel group; q=None means each group to its limit."""
     pooled, per = [], {}
@@ -86,8 +86,11 @@ def _filter_plan(topology, scores, limits, sens, groups, q, normalise="readers"
         if not cg.prunable or not any(p.group == cg.id for p in topology.pairs):
             continue
         imp = _importance(topology, scores, cg.id)
-        if normalise == "mean":  # relative to the layer's own mean: layers compare by shape
+        if normalise in ("mean", "cost"):  # relative to the layer's mean: compare by shape
             per[cg.id] = imp / max(float(np.mean(imp)), 1e-12)
+            if normalise == "cost":  # per unit of what removing one channel saves
+                mean_cost = float(np.mean(list(cost.values())))
+                per[cg.id] = per[cg.id] / max(cost[cg.id] / mean_cost, 1e-12)
         else:
             readers = sum(scores[p.name].shape[0] for p in topology.pairs if p.group == cg.id)
             per[cg.id] = imp / max(readers, 1)  # mean connectivity per reader group
@@ -196,8 +199,9 @@ def make_plan(
 
     `normalise` (filter granularity) makes importances of different layers comparable before
     they are pooled for q: "readers" divides a group's Σ_j ρ by the number of child groups
-    reading it (the default); "mean" by the layer's mean importance (torch-pruning's normaliser;
-    used by the `benchmarks.above_limits` ablation).
+    reading it (the default); "mean" by the layer's mean importance (torch-pruning's normaliser);
+    "cost" additionally by what removing one of its channels saves in `target_metric` (weights
+    or MACs). The latter two are used by the `benchmarks.above_limits` ablation.
     """
     if granularity not in GRANULARITIES:
         raise ConfigError(f"unknown granularity {granularity!r}; choose filter or connection")
@@ -207,10 +211,19 @@ def make_plan(
         raise ConfigError(f"unknown normalise {normalise!r}; choose one of {', '.join(NORMALISERS)}")
     lim = {k: (v.limit if isinstance(v, LimitResult) else float(v)) for k, v in limits.items()}
 
+    cost = None
+    if normalise == "cost" and granularity == "filter":
+        key0 = "macs" if target_metric == "macs" else "weights"
+        cost = {}
+        for cg in topology.groups:
+            one = Plan(granularity="filter", mode=mode, remove={cg.id: [0]})
+            c = count_plan(model, topology, one)
+            cost[cg.id] = float(c[f"{key0}_before"] - c[f"{key0}_after"])
+
     def build(qv: float | None) -> Plan:
         plan = Plan(granularity=granularity, mode=mode, q=qv, limits=lim)
         if granularity == "filter":
-            plan.remove = _filter_plan(topology, scores, lim, sens, groups, qv, normalise)
+            plan.remove = _filter_plan(topology, scores, lim, sens, groups, qv, normalise, cost)
         else:
             plan.keep = {k: v.tolist()
                          for k, v in _connection_plan(topology, scores, lim, sens, qv).items()}
