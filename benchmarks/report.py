@@ -523,7 +523,8 @@ def above_limits_section(res: dict, compare: dict | None, fname: str) -> list[st
                 rows.append([METHOD_NAMES[m] + " (from the matched table)"] + [
                     fmt([c for c in _ok(groups.get((m, b), [])) if c["seed"] in seeds])
                     for b in budgets])
-        out += [f"{unit.capitalize()} budgets (seeds {', '.join(map(str, seeds))}):", ""]
+        title = "Parameter budgets" if metric == "params" else "MAC budgets"
+        out += [f"{title} (seeds {', '.join(map(str, seeds))}):", ""]
         out += _table(["route"] + [f"{b:.0%} of {unit} removed" for b in budgets], rows) + [""]
     return out
 
