@@ -52,7 +52,9 @@ BASE_TRAIN = {"epochs": 2, "lr": 0.05, "schedule": "cosine", "batch_size": 64, "
 FINETUNE = {"epochs": 1, "lr": 0.01, "schedule": "cosine", "batch_size": 64, "augment": False,
             "weight_decay": 5e-4, "val_fraction": 0.1}
 FINETUNE_PER_CLASS = 1200  # a 12,000-image class-balanced subset of the train split, seeded
-LATENCY = {"bs1": {"batch_size": 1, "repeats": 30}, "bs64": {"batch_size": 64, "repeats": 8}}
+LATENCY = {"bs1": {"batch_size": 1, "repeats": 30}, "bs64": {"batch_size": 64, "repeats": 8},
+           # as `snacs export --format torchscript` writes it: traced and frozen (BN folded)
+           "bs1_ts": {"batch_size": 1, "repeats": 30, "frozen": True}}
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,16 @@ def base_model(suite: Suite, train, test, runs: Path = BENCH_RUNS) -> tuple[torc
 def _latency(model, shape, settings: dict) -> dict[str, float]:
     from snacs.metrics import measure_latency
 
-    return {k: measure_latency(model, shape, threads=1, **v)["median_ms"] for k, v in settings.items()}
+    out = {}
+    for k, v in settings.items():
+        v = dict(v)
+        m = model
+        if v.pop("frozen", False):
+            x = torch.randn(v.get("batch_size", 1), *shape)
+            with torch.inference_mode():
+                m = torch.jit.freeze(torch.jit.trace(model.eval(), x))
+        out[k] = measure_latency(m, shape, threads=1, **v)["median_ms"]
+    return out
 
 
 def _fit_cache(suite: Suite, method: str, seed: int, base_sha: str, runs: Path) -> Path:

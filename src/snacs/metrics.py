@@ -75,7 +75,8 @@ def count_macs(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        first = next(model.parameters(), None)  # a frozen TorchScript model has none
+        device = first.device if first is not None else torch.device("cpu")
         model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
@@ -105,7 +106,8 @@ def measure_latency(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        first = next(model.parameters(), None)  # a frozen TorchScript model has none
+        device = first.device if first is not None else torch.device("cpu")
         x = torch.randn(batch_size, *input_shape, device=device)
         times = []
         with torch.inference_mode():  # as deployed: no autograd bookkeeping in the timing
