@@ -49,3 +49,15 @@ def test_onnx_without_extra_says_what_to_install(slim_file, tmp_path, monkeypatc
     with pytest.raises(ConfigError, match=r"pip install 'snacs\[onnx\]'"):
         export_model(slim_file, tmp_path / "m.onnx", fmt="onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_latency_of_a_frozen_torchscript_model():
+    from snacs.metrics import measure_latency
+
+    model = snacs.create_model("simplecnn").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        frozen = torch.jit.freeze(torch.jit.trace(model, x))
+    r = measure_latency(frozen, (3, 32, 32), repeats=3, warmup=1)
+    assert r["median_ms"] > 0 and r["repeats"] == 3
+    assert not model.training and measure_latency(model, (3, 32, 32), repeats=2)["median_ms"] > 0

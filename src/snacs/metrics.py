@@ -72,8 +72,9 @@ def count_macs(
 
     for _, m in weight_layers(model):
         hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)  # a frozen TorchScript model has none
+    if was_training:
+        model.eval()
     try:
         first = next(model.parameters(), None)  # a frozen TorchScript model has none
         device = first.device if first is not None else torch.device("cpu")
@@ -81,7 +82,8 @@ def count_macs(
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
+        if was_training:
+            model.train(True)
     return total
 
 
@@ -103,8 +105,9 @@ def measure_latency(
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)  # a frozen TorchScript model has none
+    if was_training:
+        model.eval()
     try:
         first = next(model.parameters(), None)  # a frozen TorchScript model has none
         device = first.device if first is not None else torch.device("cpu")
@@ -119,7 +122,8 @@ def measure_latency(
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
+        if was_training:
+            model.train(True)
     times.sort()
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {
