@@ -17,8 +17,7 @@ log = logging.getLogger("snacs")
 PRUNE_KEYS = ("model", "width", "checkpoint", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
               "limits", "limit_fraction", "relax_limits", "grid_step", "probe", "sensitivity",
-              "sensitivity_k",
-              "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay")
+              "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay")
 
 
 def _limits_value(v: str):
@@ -171,8 +170,8 @@ def cmd_prune(args) -> int:
                   samples_per_class=args.samples_per_class, estimator=args.estimator,
                   phi=args.phi, limits=args.limits, limit_fraction=args.limit_fraction,
                   relax_limits=args.relax_limits, grid_step=args.grid_step, probe=args.probe,
-                  sensitivity=args.sensitivity,
-                  sensitivity_k=args.sensitivity_k, protect_fraction=args.protect_fraction,
+                  sensitivity=args.sensitivity, sensitivity_k=args.sensitivity_k,
+                  protect_fraction=args.protect_fraction,
                   workers=args.workers, cache_dir=str(out / "cache"),
                   batch_size=args.batch_size_calib, seed=args.seed,
                   progress=_progress_enabled(args))

@@ -23,6 +23,16 @@ def _input_shape(model, given):
     return (c, side, side)
 
 
+def frozen_torchscript(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """`model` traced on `example` and frozen: what `export --format torchscript` writes.
+
+    Freezing makes the weights constants and folds BatchNorm into the convolutions, which removes
+    a good part of the per-layer overhead of a small model at batch 1.
+    """
+    with torch.no_grad():
+        return torch.jit.freeze(torch.jit.trace(model.eval(), example))
+
+
 def export_model(source, output: str | os.PathLike, *, fmt: str = "torchscript",
                  input_shape: tuple[int, int, int] | None = None) -> dict:
     """Export `source` (a model or a snacs model file) and verify it on a random batch.
@@ -42,11 +52,7 @@ def export_model(source, output: str | os.PathLike, *, fmt: str = "torchscript",
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     if fmt == "torchscript":
-        with torch.no_grad():
-            # frozen: weights become constants and BatchNorm is folded into the convolutions,
-            # which removes a good part of the per-layer overhead of a small model at batch 1
-            traced = torch.jit.freeze(torch.jit.trace(model, x))
-        traced.save(str(tmp))
+        frozen_torchscript(model, x).save(str(tmp))
         with torch.no_grad():
             got = torch.jit.load(str(tmp))(x)
     elif fmt == "onnx":

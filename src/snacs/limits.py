@@ -201,9 +201,9 @@ def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Te
     b = bias if bias is not None else torch.zeros(pair.n_child)
     base = torch.relu(a_p @ w_sum.T + b).numpy()
     # Rates that give the same mask (few groups, fine grid) need one prediction, not several.
-    uniq, which = np.unique(m.reshape(len(rates), -1).numpy(), axis=0, return_inverse=True)
-    which = which.ravel()
-    reps = torch.as_tensor([int(np.nonzero(which == u)[0][0]) for u in range(len(uniq))])
+    _, first, which = np.unique(m.reshape(len(rates), -1).numpy(), axis=0, return_index=True,
+                                return_inverse=True)
+    reps, which = torch.as_tensor(first), which.ravel()
     feats = torch.relu(torch.einsum("nq,rcq->rnc", a_p, w_sum * m[reps]) + b)
     n_classes = len(np.unique(labels))
     clf = _make_probe(probe, n_classes, seed)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -44,6 +45,23 @@ def nonzero_conv_linear_weights(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(_weight(m).detach())) for _, m in weight_layers(model))
 
 
+@contextlib.contextmanager
+def _evaluating(model) -> Iterator[torch.device]:
+    """Eval mode for the block (restored after) and the device of the model's parameters.
+
+    Also takes a frozen TorchScript module, which has neither `training` nor parameters.
+    """
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    first = next(model.parameters(), None)
+    try:
+        yield first.device if first is not None else torch.device("cpu")
+    finally:
+        if was_training:
+            model.train(True)
+
+
 @torch.no_grad()
 def count_macs(
     model: nn.Module,
@@ -72,18 +90,12 @@ def count_macs(
 
     for _, m in weight_layers(model):
         hooks.append(m.register_forward_hook(hook))
-    was_training = getattr(model, "training", False)  # a frozen TorchScript model has none
-    if was_training:
-        model.eval()
     try:
-        first = next(model.parameters(), None)  # a frozen TorchScript model has none
-        device = first.device if first is not None else torch.device("cpu")
-        model(torch.zeros(1, *input_shape, device=device))
+        with _evaluating(model) as device:
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
-        if was_training:
-            model.train(True)
     return total
 
 
@@ -105,25 +117,19 @@ def measure_latency(
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    was_training = getattr(model, "training", False)  # a frozen TorchScript model has none
-    if was_training:
-        model.eval()
     try:
-        first = next(model.parameters(), None)  # a frozen TorchScript model has none
-        device = first.device if first is not None else torch.device("cpu")
-        x = torch.randn(batch_size, *input_shape, device=device)
-        times = []
-        with torch.inference_mode():  # as deployed: no autograd bookkeeping in the timing
-            for _ in range(warmup):
-                model(x)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1e3)
+        with _evaluating(model) as device:
+            x = torch.randn(batch_size, *input_shape, device=device)
+            times = []
+            with torch.inference_mode():  # as deployed: no autograd bookkeeping in the timing
+                for _ in range(warmup):
+                    model(x)
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model(x)
+                    times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old_threads)
-        if was_training:
-            model.train(True)
     times.sort()
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {

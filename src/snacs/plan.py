@@ -89,8 +89,7 @@ def _filter_plan(topology, scores, limits, sens, groups, q, normalise="readers",
         if normalise in ("mean", "cost"):  # relative to the layer's mean: compare by shape
             per[cg.id] = imp / max(float(np.mean(imp)), 1e-12)
             if normalise == "cost":  # per unit of what removing one channel saves
-                mean_cost = float(np.mean(list(cost.values())))
-                per[cg.id] = per[cg.id] / max(cost[cg.id] / mean_cost, 1e-12)
+                per[cg.id] = per[cg.id] / max(cost[cg.id], 1e-12)
         else:
             readers = sum(scores[p.name].shape[0] for p in topology.pairs if p.group == cg.id)
             per[cg.id] = imp / max(readers, 1)  # mean connectivity per reader group
@@ -219,6 +218,8 @@ def make_plan(
             one = Plan(granularity="filter", mode=mode, remove={cg.id: [0]})
             c = count_plan(model, topology, one)
             cost[cg.id] = float(c[f"{key0}_before"] - c[f"{key0}_after"])
+        mean_cost = float(np.mean(list(cost.values())))
+        cost = {k: v / mean_cost for k, v in cost.items()}  # relative to the mean group
 
     def build(qv: float | None) -> Plan:
         plan = Plan(granularity=granularity, mode=mode, q=qv, limits=lim)
