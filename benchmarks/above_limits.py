@@ -34,24 +34,17 @@ VARIANTS = ("relax", "relax-mean", "scaled", "nolimits-mean", "relax-cost")
 
 def removal(variant: str, pr, model, target: float, metric: str = "params"):
     """(remove, predicted) of one variant from a fitted SNACS state."""
-    from snacs.plan import make_plan, relax_limits
+    from snacs.plan import make_plan
 
+    normalise = {"relax-mean": "mean", "relax-cost": "cost", "nolimits-mean": "mean"}
+    if variant in ("relax", "relax-mean", "relax-cost", "nolimits-mean"):
+        return B.snacs_remove(pr, model, mode="target", target=target, metric=metric,
+                              relax=variant != "nolimits-mean",
+                              lift_limits=variant == "nolimits-mean",
+                              normalise=normalise.get(variant, "readers"))
     topo = pr.topology_
     common = dict(groups=pr.groups)
-    if variant in ("relax", "relax-mean", "relax-cost"):
-        _, lim = relax_limits(model, topo, pr.scores_, pr.limit_curves_, pr.sensitivity_,
-                              target=target, fraction=pr.limit_fraction, target_metric=metric,
-                              **common)
-        plan = make_plan(model, topo, pr.scores_, lim, pr.sensitivity_, mode="target",
-                         target=target, target_metric=metric,
-                         normalise={"relax-mean": "mean", "relax-cost": "cost"}.get(variant,
-                                                                                   "readers"),
-                         **common)
-    elif variant == "nolimits-mean":
-        lim = {k: B.NO_LIMIT for k in pr.limits_}
-        plan = make_plan(model, topo, pr.scores_, lim, pr.sensitivity_, mode="target",
-                         target=target, target_metric=metric, normalise="mean", **common)
-    elif variant == "scaled":
+    if variant == "scaled":
         key = "weights_removed" if metric == "params" else "macs_removed"
 
         def lims(s):

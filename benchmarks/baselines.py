@@ -264,13 +264,13 @@ NO_LIMIT = 0.99  # what SNACS(limits="none") uses as the cap of every pair
 
 
 def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = None,
-                 metric: str = "params", lift_limits: bool = False, relax: bool = False
-                 ) -> tuple[dict[int, list[int]], dict[str, float]]:
+                 metric: str = "params", lift_limits: bool = False, relax: bool = False,
+                 normalise: str = "readers") -> tuple[dict[int, list[int]], dict[str, float]]:
     """The plan of a fitted pruner at another mode/target, without rescoring.
 
     `relax`: in mode "target", raise the limit fraction just enough when the target is above
     the limits (`SNACS(relax_limits=True)`); the fraction used is returned as
-    predicted["limit_fraction"].
+    predicted["limit_fraction"]. `normalise`: see `snacs.plan.make_plan`.
     """
     from snacs.plan import make_plan, relax_limits
 
@@ -283,7 +283,7 @@ def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = 
             target_metric=metric, groups=pruner.groups)
     plan = make_plan(model, pruner.topology_, pruner.scores_, limits, pruner.sensitivity_,
                      granularity="filter", mode=mode, target=target, target_metric=metric,
-                     groups=pruner.groups)
+                     groups=pruner.groups, normalise=normalise)
     pred = dict(plan.predicted)
     if fraction is not None:
         pred["limit_fraction"] = float(fraction)

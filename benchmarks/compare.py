@@ -162,6 +162,7 @@ def base_model(suite: Suite, train, test, runs: Path = BENCH_RUNS) -> tuple[torc
 
 
 def _latency(model, shape, settings: dict) -> dict[str, float]:
+    from snacs.export import frozen_torchscript
     from snacs.metrics import measure_latency
 
     out = {}
@@ -169,9 +170,7 @@ def _latency(model, shape, settings: dict) -> dict[str, float]:
         v = dict(v)
         m = model
         if v.pop("frozen", False):
-            x = torch.randn(v.get("batch_size", 1), *shape)
-            with torch.inference_mode():
-                m = torch.jit.freeze(torch.jit.trace(model.eval(), x))
+            m = frozen_torchscript(model, torch.randn(v.get("batch_size", 1), *shape))
         out[k] = measure_latency(m, shape, threads=1, **v)["median_ms"]
     return out
 
