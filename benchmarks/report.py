@@ -707,7 +707,9 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
 
     for module, title in (("estimator_quality", "Estimator ranking quality"),
                           ("estimator_speed", "Estimator speed"),
-                          ("memory_resnet50", "Memory: ResNet-50 activations")):
+                          ("memory_resnet50", "Memory: ResNet-50 activations"),
+                          ("probe_agreement", "Dense SVM probe against libsvm"),
+                          ("latency_rounding", "Latency: rounding kept channels")):
         d = _load(results_dir / f"{module}.json")
         if isinstance(d, dict):
             out += [f"## {title}", "", f"From `{module}.json`.", ""] + _other_markdown(module, d) + [""]

@@ -238,3 +238,18 @@ def test_snacs_relaxes_its_limits_like_a_fresh_fit_and_the_ablation_variants(tin
         assert p["weights_removed"] >= target - 1e-9, v
     with pytest.raises(ValueError, match="unknown variant"):
         A.removal("nope", state, model, target)
+
+
+def test_probe_agreement_and_rounding_sections_render():
+    from benchmarks import latency_rounding, probe_agreement
+
+    md = probe_agreement.markdown({
+        "model": "m", "pairs": 3, "N": 20, "threads": 1, "max_accuracy_difference_points": 0.04,
+        "pairs_with_different_limit": 0, "limits_seconds_dense": 1.0,
+        "limits_seconds_libsvm": 5.0, "speedup": 5.0})
+    assert "0.04 points" in md and "limit differs: 0" in md and "(×5.0)" in md
+    row = {"round_to": 8, "macs_cut_pct": 30.0}
+    for k in ("bs1", "bs64", "bs1_ts", "bs64_ts"):
+        row |= {f"{k}_ratio": 0.5, f"{k}_ratio_range": [0.25, 0.75]}
+    md = latency_rounding.markdown({"cell": "c", "suite": "s", "repeats": 5, "rows": [row]})
+    assert "| ×8 | 30.0 | 0.50 (0.25 to 0.75) |" in md and "median (range) of 5 repeats" in md

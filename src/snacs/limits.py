@@ -143,10 +143,10 @@ def svm_predict(clf, x: np.ndarray, chunk: int = 4096, dtype: torch.dtype = torc
     of a block of samples against all support vectors is one matrix product, the 45 one-vs-one
     decisions (10 classes) a second one, and the votes are counted as libsvm counts them (ties
     go to the lower class index). The probe predicts ~20 rates x N samples per pair, which made
-    libsvm's loop ~90 % of the whole pruning time; this is ~6x faster on 2 cores. In float32
-    (the default) it agrees with `clf.predict` except for samples within rounding of a decision
-    boundary (measured: probe accuracies within 0.12 points, identical limits, on ResNet-20);
-    pass `dtype=torch.float64` for closer agreement at twice the cost.
+    libsvm's loop most of the whole pruning time. In float32 (the default) it agrees with
+    `clf.predict` except for samples within rounding of a decision boundary; pass
+    `dtype=torch.float64` for closer agreement at twice the cost. Agreement (probe accuracies,
+    limits) and speed-up on a whole network: `python -m benchmarks.probe_agreement`.
     """
     sv64 = np.asarray(clf.support_vectors_, dtype=np.float64)
     centre = sv64.mean(0)  # distances do not change; smaller magnitudes round less in float32
