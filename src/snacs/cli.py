@@ -163,7 +163,8 @@ def _train_config(args, **over):
               augment=args.augment if args.augment is not None else rec.get("augment", True),
               bf16=args.bf16,
               val_fraction=args.val_fraction, seed=args.seed, momentum=args.momentum,
-              steps_per_epoch=args.steps_per_epoch)
+              steps_per_epoch=args.steps_per_epoch,
+              track_test=getattr(args, "track_test", False))
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -251,6 +252,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, wd: f
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="stop each epoch after this many batches (quick checks; default: all)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")
+    p.add_argument("--track-test", action="store_true",
+                   help="also record test accuracy after every epoch (a record only: the "
+                        "checkpoint is still selected on the validation split)")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

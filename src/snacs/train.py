@@ -48,6 +48,8 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 512
     steps_per_epoch: int | None = None  # cap on batches per epoch (smoke tests, quick checks)
+    # record test accuracy after every epoch (for training records only; selection stays on val)
+    track_test: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -240,6 +242,9 @@ def train(
             better = result.best_val_accuracy is None or entry["val_accuracy"] > result.best_val_accuracy
         else:
             better = True
+        if config.track_test and test_set is not None:
+            entry["test_accuracy"] = evaluate(model, test_set,
+                                              batch_size=config.eval_batch_size)["accuracy"]
         if better:
             result.best_epoch = epoch
             result.best_val_accuracy = entry.get("val_accuracy")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from snacs.data.base import ImageDataset, TensorImageDataset, normalize_uint8
 from snacs.data.cifar import cifar10, default_data_root, download_cifar10
+from snacs.data.cifar_jpeg import cifar10_jpeg
 from snacs.data.fashion_mnist import fashion_mnist, read_idx
 from snacs.data.folder import ImageFolderDataset, image_folder
 from snacs.data.loader import BatchLoader, random_crop_flip
@@ -21,6 +22,7 @@ __all__ = [
     "ImageFolderDataset",
     "TensorImageDataset",
     "cifar10",
+    "cifar10_jpeg",
     "class_balanced_indices",
     "default_data_root",
     "download_cifar10",

@@ -185,14 +185,16 @@ def _fetch(url: str, dest: Path, timeout: float) -> str:
     return md5.hexdigest()
 
 
-def _safe_members(tar: tarfile.TarFile, archive: str) -> list[tarfile.TarInfo]:
-    """Regular files and directories inside ``cifar-10-batches-py/``; anything else is refused."""
+def _safe_members(
+    tar: tarfile.TarFile, archive: str, prefix: str = CIFAR10_DIR
+) -> list[tarfile.TarInfo]:
+    """Regular files and directories inside ``prefix/``; anything else is refused."""
     members = []
     for m in tar.getmembers():
         p = PurePosixPath(m.name)
         if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
             raise DataError(f"{archive} contains an unsafe entry {m.name!r}; refusing to extract")
-        if p.parts and p.parts[0] == CIFAR10_DIR:
+        if p.parts and p.parts[0] == prefix:
             members.append(m)
     return members
 

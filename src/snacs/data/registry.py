@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from snacs.data.base import ImageDataset
 from snacs.data.cifar import cifar10
+from snacs.data.cifar_jpeg import cifar10_jpeg
 from snacs.data.fashion_mnist import fashion_mnist
 from snacs.data.folder import image_folder
 from snacs.data.synthetic import synthetic
@@ -83,5 +84,6 @@ def get_dataset(
 
 register_dataset("fashion-mnist")(fashion_mnist)
 register_dataset("cifar10")(cifar10)
+register_dataset("cifar10-jpeg")(cifar10_jpeg)
 register_dataset("image-folder")(image_folder)
 register_dataset("synthetic")(synthetic)
