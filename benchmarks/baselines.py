@@ -22,6 +22,17 @@ applies it with :func:`snacs.apply.remove_channels`, fine-tunes and evaluates, i
 * ``tp-magnitude`` / ``tp-taylor``: torch-pruning's ``GroupMagnitudeImportance`` (group L2) and
   ``GroupTaylorImportance`` (|w·∂L/∂w|, gradient summed over calibration batches), computed on
   each coupled group of a DependencyGraph built with ``snacs.models.customized_pruners()``.
+* ``hrank`` (Lin et al., CVPR 2020): the average rank of each channel's H x W feature map over
+  the calibration images; a channel whose maps carry little information (low rank) goes first.
+* ``chip`` (Sui et al., NeurIPS 2021): channel independence, the drop in the nuclear norm of a
+  layer's C x HW feature-map matrix when one channel's row is zeroed, averaged over images.
+* ``dense``: nothing removed; the base gets the same BN recalibration and fine-tune, so no pruned
+  model is credited for the fine-tune itself.
+
+HRank and CHIP read the feature map the next layer consumes (after BN, ReLU and any residual
+addition: the same tensor SNACS's activations are taken from, before the spatial mean), caught
+with a forward pre-hook on one consumer of each channel group, on the same class-balanced
+calibration images as SNACS (``samples_per_class`` and seed of the cell).
 
 Non-SNACS methods reach a budget the same way: each group's scores are divided by their mean
 (torch-pruning's default "mean" normaliser, so groups of different size and scale compare),
@@ -62,9 +73,10 @@ __all__ = [
 ]
 
 # methods pruned to a budget, then the automatic one
-BUDGET_METHODS = ("snacs", "snacs-nolimits", "mint", "l1", "random", "tp-magnitude", "tp-taylor")
-METHODS = BUDGET_METHODS + ("snacs-ul",)
-IMPORTANCE_METHODS = ("l1", "random", "tp-magnitude", "tp-taylor")
+BUDGET_METHODS = ("snacs", "snacs-nolimits", "mint", "l1", "random", "tp-magnitude", "tp-taylor",
+                  "hrank", "chip")
+METHODS = BUDGET_METHODS + ("snacs-ul", "dense")
+IMPORTANCE_METHODS = ("l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
 
 # MINT (SPEC §9): φ = 1, one fixed cap, no sensitivity, the geometric estimator. The O(N²) GMI
 # calls are kept affordable with 50 samples per class and at most 16 groups per layer side.
@@ -249,6 +261,93 @@ def tp_importance(
     return out
 
 
+# --------------------------------------------------------------------------- HRank and CHIP
+
+def _feature_map_readers(topology: Topology) -> dict[int, tuple[str, int]]:
+    """For each prunable group, one consumer that reads it and that consumer's channel count."""
+    out: dict[int, tuple[str, int]] = {}
+    for p in topology.pairs:
+        if p.group in out or not topology.groups[p.group].prunable:
+            continue
+        out[p.group] = (p.child, p.n_parent)
+    return {g: out[g] for g in prunable_groups(topology) if g in out}
+
+
+@torch.no_grad()
+def feature_map_importance(
+    model: nn.Module,
+    topology: Topology,
+    data,
+    kind: str,
+    *,
+    seed: int = 0,
+    per_class: int = 250,
+    batch: int = 100,
+) -> dict[int, np.ndarray]:
+    """HRank or CHIP score of every channel of every prunable group (higher = keep).
+
+    Args:
+        kind: "hrank" (mean matrix rank of each channel's H x W map) or "chip" (mean drop of the
+            nuclear norm of the C x HW map matrix when the channel's row is zeroed).
+        data: training split; the class-balanced calibration images (`per_class`, `seed`).
+    """
+    if kind not in ("hrank", "chip"):
+        raise ValueError(f"unknown feature-map criterion {kind!r}")
+    from snacs.data import BatchLoader, class_balanced_indices
+
+    readers = _feature_map_readers(topology)
+    mods = _modules(model)
+    sums = {g: torch.zeros(topology.groups[g].channels, dtype=torch.float64) for g in readers}
+    count = 0
+
+    def score(x: torch.Tensor, channels: int) -> torch.Tensor:
+        x = x.float()
+        if x.dim() == 2:  # a Linear reader: a C x HW flatten, or one value per channel
+            x = x.reshape(x.shape[0], channels, -1)
+        else:
+            x = x.flatten(2)  # B x C x HW
+        if kind == "hrank":
+            if x.dim() == 3 and x.shape[-1] == 1:
+                return (x[..., 0].abs() > 0).double().sum(0)
+            side = int(round(x.shape[-1] ** 0.5))
+            maps = x.reshape(x.shape[0] * channels, side, -1)
+            return torch.linalg.matrix_rank(maps).reshape(x.shape[0], channels).double().sum(0)
+        # ||A||_* = Σ sqrt(eig(A Aᵀ)); zeroing row c of A zeroes row and column c of the C x C
+        # Gram matrix, so every channel's drop costs one C x C eigenproblem, not a C x HW SVD.
+        gram = torch.einsum("bcs,bds->bcd", x.double(), x.double())
+        full = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)  # B
+        keep = 1.0 - torch.eye(channels, dtype=gram.dtype)  # row c: every channel but c
+        masked = gram.unsqueeze(1) * (keep[:, :, None] * keep[:, None, :])[None]
+        nuc = torch.linalg.eigvalsh(masked).clamp_min(0).sqrt().sum(-1)  # B x C
+        return (full[:, None] - nuc).sum(0)
+
+    captured: dict[int, torch.Tensor] = {}
+    hooks = []
+    for gid, (child, _n) in readers.items():
+        def pre(_m, inp, gid=gid):
+            captured[gid] = inp[0].detach()
+        hooks.append(mods[child].register_forward_pre_hook(pre))
+    was_training = model.training
+    model.eval()
+    idx = class_balanced_indices(data.labels, per_class, seed=seed,
+                                 num_classes=getattr(data, "num_classes", None))
+    try:
+        for x, _ in BatchLoader(data, batch, indices=idx):
+            captured.clear()
+            model(x)
+            for gid, (_child, n) in readers.items():
+                t = captured[gid]
+                if t.dim() == 4 and t.shape[1] != n:
+                    raise RuntimeError(f"group {gid}: reader sees {t.shape[1]} channels, not {n}")
+                sums[gid] += score(t, n)
+            count += int(x.shape[0])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {g: (v / max(count, 1)).numpy() for g, v in sums.items()}
+
+
 # --------------------------------------------------------------------------- SNACS and MINT
 
 def fit_snacs(model: nn.Module, data, *, seed: int, **params: Any):
@@ -305,6 +404,12 @@ def score_method(method: str, model: nn.Module, topology: Topology, data, *, see
         return tp_importance(model, topology, "magnitude")
     if method == "tp-taylor":
         return tp_importance(model, topology, "taylor", data=data, seed=seed)
+    if method in ("hrank", "chip"):
+        per_class = (snacs_params or {}).get("samples_per_class", 250)
+        return feature_map_importance(model, topology, data, method, seed=seed,
+                                      per_class=per_class)
+    if method == "dense":
+        return {}
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -314,6 +419,8 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
     """Removal at one budget from a method's scoring state (see `score_method`)."""
     if method == "snacs-ul":
         return snacs_remove(state, model, mode="ul")
+    if method == "dense":
+        return {}, count_plan(model, topology, _plan({}))
     if target is None:
         raise ValueError(f"{method} needs a budget")
     if method == "snacs":

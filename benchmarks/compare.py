@@ -59,6 +59,17 @@ LATENCY = {"bs1": {"batch_size": 1, "repeats": 30}, "bs64": {"batch_size": 64, "
 
 @dataclass(frozen=True)
 class Suite:
+    """One benchmark suite.
+
+    `base_file` names a base committed under benchmarks/bases/ (its sha256 and training record
+    in the .json beside it): every cell starts from that file. `finetune`/`finetune_per_class`
+    override the Fashion-MNIST fine-tune (None per class = the whole training split).
+    `recalibrate_bn`: every method's pruned model gets its BatchNorm statistics re-estimated on
+    the same calibration images (SNACS's: `samples_per_class` per class, the cell's seed) before
+    it is evaluated and fine-tuned. `budgets`: (metric, fraction) cells in priority order; None
+    is the full METRICS x BUDGETS grid.
+    """
+
     name: str
     model: str
     width: float
@@ -67,6 +78,34 @@ class Suite:
     methods: tuple[str, ...] = B.METHODS
     snacs_params: dict = field(default_factory=dict)
     mint_params: dict = field(default_factory=lambda: dict(B.MINT_PARAMS))
+    base_file: str | None = None
+    finetune: dict | None = None
+    finetune_per_class: int | None = FINETUNE_PER_CLASS
+    recalibrate_bn: bool = False
+    budgets: tuple[tuple[str, float], ...] | None = None
+    latency: dict | None = None
+
+
+BASES = Path(__file__).resolve().parent / "bases"
+# CIFAR-10 (JPEG copy): one full epoch over all 50,000 training images for every cell, per-batch
+# cosine from 0.01 to 0 so the fine-tuned weights are not the noisy iterate of a constant rate;
+# crop+flip augmentation. Model selection is moot with one epoch, so nothing is held out.
+CIFAR_FINETUNE = {"epochs": 1, "lr": 0.01, "schedule": "cosine-step", "batch_size": 128,
+                  "augment": True, "weight_decay": 5e-4, "val_fraction": 0.0}
+CIFAR_METHODS = ("snacs", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip",
+                 "snacs-ul", "dense")
+# issue order: 50 % of parameters and of MACs first, then 70 %, then 85 % of parameters
+CIFAR_BUDGETS = (("params", 0.5), ("macs", 0.5), ("params", 0.7), ("macs", 0.7),
+                 ("params", 0.85))
+CIFAR_LATENCY = {"bs1": {"batch_size": 1, "repeats": 20}, "bs64": {"batch_size": 64, "repeats": 5},
+                 "bs1_ts": {"batch_size": 1, "repeats": 20, "frozen": True},
+                 "bs64_ts": {"batch_size": 64, "repeats": 5, "frozen": True}}
+
+
+def _cifar(name: str, model: str, width: float = 1.0) -> Suite:
+    return Suite(name, model, width, "cifar10-jpeg", methods=CIFAR_METHODS,
+                 base_file=f"{name}.pt", finetune=CIFAR_FINETUNE, finetune_per_class=None,
+                 recalibrate_bn=True, budgets=CIFAR_BUDGETS, latency=CIFAR_LATENCY)
 
 
 SUITES = {
@@ -74,6 +113,9 @@ SUITES = {
                           base_sources=("runs/fmnist-vgg16-main/model.pt",
                                         "runs/fmnist-vgg16-b/model.pt")),
     "fmnist-resnet20": Suite("fmnist-resnet20", "resnet20", 1.0, "fashion-mnist"),
+    "cifar10-resnet56": _cifar("cifar10-resnet56", "resnet56"),
+    "cifar10-vgg16": _cifar("cifar10-vgg16", "vgg16"),
+    "cifar10-mobilenetv2": _cifar("cifar10-mobilenetv2", "mobilenetv2"),
 }
 
 
@@ -81,23 +123,36 @@ def results_path(suite: str, results_dir: Path = RESULTS) -> Path:
     return results_dir / f"compare_{suite}.json"
 
 
+UNBUDGETED = ("snacs-ul", "dense")  # methods run once per seed, at no budget
+
+
 def cell_id(method: str, metric: str | None, budget: float | None, seed: int) -> str:
     if method == "snacs-ul":
         return f"snacs-ul__auto__seed{seed}"
+    if method == "dense":
+        return f"dense__none__seed{seed}"
     return f"{method}__{metric}{round(budget * 100)}__seed{seed}"
 
 
-def grid(methods, metrics, budgets, seeds) -> list[dict]:
-    """Cells in priority order: parameter budgets first, then seed, budget, method."""
+def grid(methods, metrics, budgets, seeds, pairs=None) -> list[dict]:
+    """Cells in priority order.
+
+    Without `pairs` (the Fashion-MNIST suites): every seed's parameter budgets first, then MAC
+    budgets. With `pairs`, (metric, budget) cells in that order (restricted to `metrics` and
+    `budgets`), seed by seed. The unbudgeted cells of a seed (`snacs-ul`, `dense`) come first.
+    """
+    if pairs is None:
+        chunks = [[(metric, b) for b in budgets] for metric in metrics]
+    else:
+        chunks = [[(m, b) for m, b in pairs if m in metrics and b in budgets]]
     cells = []
-    for metric in metrics:
+    for k, chunk in enumerate(chunks):
         for seed in seeds:
-            if metric == metrics[0] and "snacs-ul" in methods:
-                cells.append({"method": "snacs-ul", "metric": None, "budget": None, "seed": seed})
-            for budget in budgets:
-                for m in methods:
-                    if m != "snacs-ul":
-                        cells.append({"method": m, "metric": metric, "budget": budget, "seed": seed})
+            if k == 0:
+                cells += [{"method": m, "metric": None, "budget": None, "seed": seed}
+                          for m in UNBUDGETED if m in methods]
+            cells += [{"method": m, "metric": metric, "budget": budget, "seed": seed}
+                      for metric, budget in chunk for m in methods if m not in UNBUDGETED]
     for c in cells:
         c["id"] = cell_id(c["method"], c["metric"], c["budget"], c["seed"])
     return cells
@@ -114,11 +169,39 @@ def state_digest(model: torch.nn.Module) -> str:
 
 
 def _datasets(suite: Suite):
-    from snacs.data import fashion_mnist
+    from snacs.data import fashion_mnist, get_dataset
 
-    if suite.dataset != "fashion-mnist":
-        raise ValueError(f"suite dataset {suite.dataset!r} is not supported")
-    return fashion_mnist("train"), fashion_mnist("test")
+    if suite.dataset == "fashion-mnist":
+        return fashion_mnist("train"), fashion_mnist("test")
+    return get_dataset(suite.dataset, "train"), get_dataset(suite.dataset, "test")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def committed_base(suite: Suite, bases: Path = BASES) -> tuple[torch.nn.Module, dict]:
+    """The suite's base committed under benchmarks/bases/, checked against its recorded sha256."""
+    import json
+
+    import snacs
+
+    path = bases / str(suite.base_file)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{suite.name}: base {path} (and its .json record) is not committed yet; make it with "
+            f"`python -m benchmarks.bases --suite {suite.name} --run <training run dir>`")
+    meta = json.loads(meta_path.read_text())
+    digest = file_sha256(path)
+    if digest != meta.get("sha256"):
+        raise RuntimeError(f"{path} has sha256 {digest[:16]}, its record says "
+                           f"{str(meta.get('sha256'))[:16]}: the base changed")
+    return snacs.load(path), {**meta, "source": f"benchmarks/bases/{path.name}"}
 
 
 def base_model(suite: Suite, train, test, runs: Path = BENCH_RUNS) -> tuple[torch.nn.Module, dict]:
@@ -184,7 +267,7 @@ class Harness:
     """One suite: base model, data, and the per-seed scoring state of every method."""
 
     def __init__(self, suite: Suite, *, results_dir: Path = RESULTS, runs: Path = BENCH_RUNS,
-                 finetune: dict | None = None, finetune_per_class: int = FINETUNE_PER_CLASS,
+                 finetune: dict | None = None, finetune_per_class: int | None | str = "suite",
                  latency: dict | None = None, data=None) -> None:
         from snacs.metrics import conv_linear_weights, count_macs, count_parameters
         from snacs.pairs import find_topology
@@ -192,12 +275,16 @@ class Harness:
         self.suite = suite
         self.results_dir = Path(results_dir)
         self.runs = Path(runs)
-        self.finetune = dict(FINETUNE if finetune is None else finetune)
-        self.finetune_per_class = finetune_per_class
-        self.latency = dict(LATENCY if latency is None else latency)
+        self.finetune = dict(finetune or suite.finetune or FINETUNE)
+        self.finetune_per_class = (suite.finetune_per_class if finetune_per_class == "suite"
+                                   else finetune_per_class)
+        self.latency = dict(latency or suite.latency or LATENCY)
         if data is None:
             self.train, self.test = _datasets(suite)
-            self.model, self.base_meta = base_model(suite, self.train, self.test, self.runs)
+            if suite.base_file:
+                self.model, self.base_meta = committed_base(suite)
+            else:
+                self.model, self.base_meta = base_model(suite, self.train, self.test, self.runs)
         else:  # tests: (train, test, model)
             self.train, self.test, self.model = data
             from snacs.train import evaluate
@@ -229,14 +316,8 @@ class Harness:
             "dataset": self.suite.dataset,
             "base": self.base,
             "finetune": {**self.finetune, "samples_per_class": self.finetune_per_class,
-                         "description": (
-                             f"{self.finetune['epochs']} epoch(s) of SGD (momentum 0.9, Nesterov, "
-                             f"wd {self.finetune['weight_decay']}) at lr {self.finetune['lr']} "
-                             f"({self.finetune['schedule']} per epoch; constant within one epoch), "
-                             f"batch {self.finetune['batch_size']}, no augmentation, on a "
-                             f"class-balanced subset of {self.finetune_per_class} training images "
-                             f"per class (seeded by the cell's seed), "
-                             f"{self.finetune['val_fraction']:.0%} of it held out for selection")},
+                         "description": self._finetune_description()},
+            "recalibrate_bn": self._recalibration(),
             "snacs_params": {"estimator": _default_estimator(), **self.suite.snacs_params},
             "mint_params": self.suite.mint_params,
             "budget_search": ("non-SNACS methods: per-group scores divided by their mean, channels "
@@ -247,11 +328,37 @@ class Harness:
             "torch_threads": torch.get_num_threads(),
         }
 
+    def _finetune_description(self) -> str:
+        f = self.finetune
+        sched = {"cosine": f"cosine per epoch{'; constant within one epoch' if f['epochs'] == 1 else ''}",
+                 "cosine-step": "cosine per batch, down to 0 at the last batch"}.get(
+                     f["schedule"], f["schedule"])
+        data = ("the whole training split" if self.finetune_per_class is None else
+                f"a class-balanced subset of {self.finetune_per_class} training images per class "
+                "(seeded by the cell's seed)")
+        held = (f", {f['val_fraction']:.0%} of it held out for selection" if f["val_fraction"]
+                else ", nothing held out (the last epoch's weights are kept)")
+        return (f"{f['epochs']} epoch(s) of SGD (momentum 0.9, Nesterov, wd {f['weight_decay']}) "
+                f"at lr {f['lr']} ({sched}), batch {f['batch_size']}, "
+                f"{'crop+flip augmentation' if f['augment'] else 'no augmentation'}, on {data}{held}")
+
+    def _recalibration(self) -> dict | None:
+        """BN re-estimation applied to every pruned model (and the dense one) before evaluation."""
+        if not self.suite.recalibrate_bn:
+            return None
+        spc = self.suite.snacs_params.get("samples_per_class", 250)
+        return {"samples_per_class": spc, "batch_size": 250,
+                "description": f"BatchNorm running statistics re-estimated (cumulative average) "
+                               f"on SNACS's calibration images: {spc} per class from the training "
+                               "split, drawn with the cell's seed"}
+
     def _fingerprint(self) -> str:
         import json
 
         key = {"base": self.base_sha, "finetune": self.finetune, "per_class": self.finetune_per_class,
                "snacs": self.suite.snacs_params, "mint": self.suite.mint_params}
+        if self.suite.recalibrate_bn:
+            key["recalibrate_bn"] = self._recalibration()
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def _load(self) -> dict:
@@ -360,11 +467,26 @@ class Harness:
         rec["remove"] = {str(k): v for k, v in sorted(remove.items())}
         rec.update(self._measure_latency(pruned))
         rec["accuracy_base"] = self.base_meta["test_accuracy"]
+        recal = self._recalibration()
+        if recal is not None:
+            from snacs.apply import recalibrate_bn
+            from snacs.data import BatchLoader
+
+            t = time.perf_counter()
+            calib = class_balanced_indices(self.train.labels, recal["samples_per_class"],
+                                           seed=seed, num_classes=self.train.num_classes)
+            recalibrate_bn(pruned, BatchLoader(self.train, recal["batch_size"], indices=calib))
+            pruned.eval()
+            rec["recalibrate_seconds"] = time.perf_counter() - t
+            rec["prune_seconds"] += rec["recalibrate_seconds"]
         rec["accuracy_pruned"] = evaluate(pruned, self.test)["accuracy"]
-        idx = class_balanced_indices(self.train.labels, self.finetune_per_class, seed=seed)
+        train_set = self.train
+        if self.finetune_per_class is not None:
+            idx = class_balanced_indices(self.train.labels, self.finetune_per_class, seed=seed)
+            train_set = self.train.subset(idx)
         cfg = TrainConfig(**self.finetune, seed=seed)
         t = time.perf_counter()
-        res = train(pruned, self.train.subset(idx), cfg, test_set=self.test)
+        res = train(pruned, train_set, cfg, test_set=self.test)
         rec.update(accuracy_finetuned=res.test_accuracy, finetune_val_accuracy=res.best_val_accuracy,
                    finetune_seconds=time.perf_counter() - t)
         return rec
@@ -472,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=None,
                     help=f"comma list (default: all: {','.join(B.METHODS)})")
     ap.add_argument("--metrics", default=",".join(METRICS), help="budget metrics: params,macs")
-    ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS),
-                    help="fractions removed (default: %(default)s)")
+    ap.add_argument("--budgets", default=None,
+                    help="fractions removed (default: the suite's, else "
+                         f"{','.join(str(b) for b in BUDGETS)})")
     ap.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--threads", type=int, default=None,
@@ -498,7 +621,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(B.METHODS)}")
     metrics = tuple(args.metrics.split(","))
-    cells = grid(methods, metrics, _floats(args.budgets), tuple(int(s) for s in args.seeds.split(",")))
+    budgets = (_floats(args.budgets) if args.budgets else
+               tuple(sorted({b for _, b in suite.budgets})) if suite.budgets else BUDGETS)
+    cells = grid(methods, metrics, budgets, tuple(int(s) for s in args.seeds.split(",")),
+                 pairs=suite.budgets)
     if args.dry_run:
         import json
 

@@ -438,10 +438,11 @@ def test_synthetic_classes_differ() -> None:
 
 
 def test_registry() -> None:
-    assert list_datasets() == ["cifar10", "fashion-mnist", "image-folder", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar10-jpeg", "fashion-mnist", "image-folder",
+                               "synthetic"]
     ds = get_dataset("Synthetic", "test", root="/ignored", n_per_class=2, num_classes=3)
     assert len(ds) == 6
-    with pytest.raises(ConfigError, match="cifar10, fashion-mnist, image-folder, synthetic"):
+    with pytest.raises(ConfigError, match="cifar10, cifar10-jpeg, fashion-mnist, image-folder, synthetic"):
         get_dataset("imagenet")
     with pytest.raises(ConfigError, match="no option.*pad_to"):
         get_dataset("synthetic", pad_to=32)

@@ -235,8 +235,10 @@ def _add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, wd: f
     p.add_argument("--lr", type=float, default=lr, help="initial learning rate (default: %(default)s)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, Nesterov (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=wd, help="weight decay (default: %(default)s)")
-    p.add_argument("--schedule", choices=["cosine", "multistep", "constant"], default="cosine",
-                   help="learning-rate schedule (default: %(default)s)")
+    p.add_argument("--schedule", choices=["cosine", "cosine-step", "multistep", "constant"],
+                   default="cosine",
+                   help="learning-rate schedule: cosine per epoch, cosine-step per batch (ends "
+                        "near 0 even for one epoch), multistep, constant (default: %(default)s)")
     p.add_argument("--milestones", type=int, nargs="*", default=None,
                    help="epochs where multistep multiplies the rate by --gamma")
     p.add_argument("--gamma", type=float, default=0.2, help="multistep factor (default: %(default)s)")

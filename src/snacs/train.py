@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "lr_at", "is_main_process"]
 
 
+SCHEDULES = ("cosine", "cosine-step", "multistep", "constant")
+
+
 @dataclass
 class TrainConfig:
     """Hyperparameters of one training or fine-tuning run."""
@@ -38,7 +41,9 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # "cosine" | "multistep" | "constant"
+    # "cosine" (per epoch) | "cosine-step" (per batch, down to 0 at the last step: a one-epoch
+    # fine-tune still ends on a small rate) | "multistep" | "constant"
+    schedule: str = "cosine"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.2
     batch_size: int = 128
@@ -56,9 +61,9 @@ class TrainConfig:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.schedule not in ("cosine", "multistep", "constant"):
+        if self.schedule not in SCHEDULES:
             raise ConfigError(
-                f"unknown schedule {self.schedule!r}; use cosine, multistep or constant"
+                f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}"
             )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -83,8 +88,9 @@ class TrainResult:
         return asdict(self)
 
 
-def lr_at(config: TrainConfig, epoch: int) -> float:
-    """Learning rate for a (0-based) epoch; a pure function so resumed runs match exactly."""
+def lr_at(config: TrainConfig, epoch: float) -> float:
+    """Learning rate at a (0-based, possibly fractional) epoch; a pure function so resumed runs
+    match exactly. "cosine-step" is evaluated at epoch + step / steps, "cosine" at whole epochs."""
     if config.schedule == "constant":
         return config.lr
     if config.schedule == "multistep":
@@ -209,9 +215,14 @@ def train(
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = _progress(loader, progress and rank == 0, f"epoch {epoch + 1}/{config.epochs}")
+        steps = len(loader) if config.steps_per_epoch is None else min(len(loader),
+                                                                        config.steps_per_epoch)
         for step, (x, y) in enumerate(bar):
             if config.steps_per_epoch is not None and step >= config.steps_per_epoch:
                 break
+            if config.schedule == "cosine-step":
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(config, epoch + step / max(steps, 1))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 logits = net(x)
                 loss = nn.functional.cross_entropy(logits.float(), y)

@@ -40,8 +40,9 @@ def find_cifar10_jpeg_archive(archive: str | os.PathLike[str] | None = None) -> 
     """The archive to unpack: ``archive``, ``$SNACS_CIFAR10_JPEG``, or ``shared/data`` beside the
     project checkout (``../shared/data`` from the repository root); None when none exists."""
     candidates: list[Path] = []
-    if archive is not None:
-        candidates.append(Path(archive).expanduser())
+    if archive is not None:  # an explicit path is the only one looked at
+        p = Path(archive).expanduser()
+        return p if p.is_file() else None
     env = os.environ.get("SNACS_CIFAR10_JPEG")
     if env:
         candidates.append(Path(env).expanduser())
@@ -130,6 +131,9 @@ def cifar10_jpeg(
     folder = cache / _DIR
     if not (folder / split).is_dir():
         found = find_cifar10_jpeg_archive(archive)
+        if found is None and archive is not None:
+            raise DataError(f"CIFAR-10 JPEG archive {archive} does not exist. Fix: give the path "
+                            f"of {CIFAR10_JPEG_ARCHIVE} (archive=..., or $SNACS_CIFAR10_JPEG)")
         if found is None:
             raise DataError(
                 f"CIFAR-10 JPEG archive {CIFAR10_JPEG_ARCHIVE} not found (looked for archive=, "
