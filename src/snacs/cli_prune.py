@@ -8,6 +8,18 @@ import shlex
 import sys
 from pathlib import Path
 
+from snacs.cli_common import (
+    add_common_args,
+    add_data_args,
+    add_model_args,
+    add_train_args,
+    build_dataset,
+    build_model,
+    dataset_extra,
+    init_distributed,
+    progress_enabled,
+    train_config,
+)
 from snacs.errors import ConfigError
 
 log = logging.getLogger("snacs")
@@ -29,14 +41,15 @@ def _limits_value(v: str):
         raise ConfigError(f"--limits takes probe, none or a number in [0, 1), got {v!r}") from None
 
 
-def add_commands(sub, add_model, add_data, add_train, add_common) -> None:
+def add_commands(sub) -> None:
+    """Add `prune`, `finetune` and `export` to the `snacs` subcommand parser `sub`."""
     p = sub.add_parser(
         "prune", help="prune a trained model with SNACS",
         description="Score every layer pair with ACMI, find per-layer limits, protect sensitive "
                     "filters, prune once and optionally fine-tune. Writes OUT/model.pt (reload "
                     "with snacs.load), OUT/result.json, OUT/report.md and PNG plots.")
-    add_model(p, "trained weights: a snacs model file, or a state_dict (then give --model)")
-    add_data(p)
+    add_model_args(p, "trained weights: a snacs model file, or a state_dict (then give --model)")
+    add_data_args(p)
     g = p.add_argument_group("SNACS options")
     g.add_argument("--granularity", choices=["filter", "connection"], default="filter",
                    help="filter: remove whole channels (faster model); connection: mask "
@@ -85,22 +98,22 @@ def add_commands(sub, add_model, add_data, add_train, add_common) -> None:
     f = p.add_argument_group("fine-tuning after pruning")
     f.add_argument("--finetune-epochs", type=int, default=0,
                    help="epochs of fine-tuning after pruning (default: %(default)s)")
-    add_train(f, epochs=0, lr=0.01, wd=5e-4)
+    add_train_args(f, epochs=0, lr=0.01, wd=5e-4)
     p.add_argument("--out", default="runs/prune", help="output directory (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow an output directory that holds a run with other settings")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    add_common(p)
+    add_common_args(p)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("finetune", help="fine-tune a pruned model",
                        description="Fine-tune a model written by `snacs prune`; zero weights stay "
                                    "zero (connection pruning). Writes OUT/model.pt.")
     p.add_argument("--load", required=True, help="the pruned model (OUT/model.pt of snacs prune)")
-    add_data(p)
-    add_train(p, epochs=2, lr=0.01, wd=5e-4)
+    add_data_args(p)
+    add_train_args(p, epochs=2, lr=0.01, wd=5e-4)
     p.add_argument("--out", default="runs/finetune", help="output directory (default: %(default)s)")
-    add_common(p)
+    add_common_args(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
@@ -112,7 +125,7 @@ def add_commands(sub, add_model, add_data, add_train, add_common) -> None:
     p.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
                    help="input shape (default: from the model file)")
     p.add_argument("--output", required=True, help="file to write")
-    add_common(p)
+    add_common_args(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -135,21 +148,12 @@ def _check_out_dir(out: Path, settings: dict, overwrite: bool) -> None:
 
 
 def _finetune_config(args):
-    from snacs.cli import _train_config
-
     epochs = args.finetune_epochs if hasattr(args, "finetune_epochs") else args.epochs
-    return _train_config(args, epochs=epochs)
+    return train_config(args, epochs=epochs)
 
 
 def cmd_prune(args) -> int:
     import snacs.io
-    from snacs.cli import (
-        _build_model,
-        _dataset_extra,
-        _init_distributed,
-        _progress_enabled,
-        build_dataset,
-    )
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.pruner import SNACS, prune, summary_table
     from snacs.report import write_report
@@ -158,7 +162,7 @@ def cmd_prune(args) -> int:
 
     # under torchrun every rank computes the (deterministic) plan, the ranks compare its
     # checksum, fine-tune together with DDP, and rank 0 alone writes the outputs
-    _init_distributed()
+    init_distributed()
     main = is_main_process()
     out = Path(args.out)
     settings = _settings(args)
@@ -174,12 +178,12 @@ def cmd_prune(args) -> int:
                   protect_fraction=args.protect_fraction,
                   workers=args.workers, cache_dir=str(out / "cache"),
                   batch_size=args.batch_size_calib, seed=args.seed,
-                  progress=_progress_enabled(args))
+                  progress=progress_enabled(args))
     SNACS(**params).validate()  # every option checked before any expensive step
     ft_cfg = _finetune_config(args) if args.finetune_epochs > 0 else None
-    train_set = build_dataset(args.dataset, "train", args.data_root, **_dataset_extra(args))
-    test_set = build_dataset(args.dataset, "test", args.data_root, **_dataset_extra(args))
-    model = _build_model(args, train_set)
+    train_set = build_dataset(args.dataset, "train", args.data_root, **dataset_extra(args))
+    test_set = build_dataset(args.dataset, "test", args.data_root, **dataset_extra(args))
+    model = build_model(args, train_set)
     if main:
         atomic_write_json(out / "settings.json", settings)
 
@@ -188,7 +192,7 @@ def cmd_prune(args) -> int:
     check_ranks_agree(res.plan_checksum, "pruning plan")
     if ft_cfg is not None:
         ft = train(pruned, train_set, ft_cfg, out_dir=out / "finetune", resume=args.resume,
-                   test_set=test_set, progress=_progress_enabled(args))
+                   test_set=test_set, progress=progress_enabled(args))
         res.accuracy_finetuned = ft.test_accuracy
         res.finetune = ft.to_dict() | {"config": {k: v for k, v in vars(ft_cfg).items()}}
     if not main:
@@ -217,11 +221,10 @@ def cmd_finetune(args) -> int:
     from torch.nn.utils import prune as tprune
 
     import snacs.io
-    from snacs.cli import _dataset_extra, _init_distributed, _progress_enabled, build_dataset
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.train import is_main_process, train
 
-    _init_distributed()
+    init_distributed()
     out = ensure_writable_dir(args.out)
     if Path(args.load).resolve() == (out / "model.pt").resolve():
         raise ConfigError(f"--out {out} would overwrite the input model {args.load}; choose another --out")
@@ -229,10 +232,10 @@ def cmd_finetune(args) -> int:
     for m in model.modules():  # zeros stay zero: hold them with masks
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and (m.weight == 0).any():
             tprune.custom_from_mask(m, "weight", (m.weight != 0).float())
-    train_set = build_dataset(args.dataset, "train", args.data_root, **_dataset_extra(args))
-    test_set = build_dataset(args.dataset, "test", args.data_root, **_dataset_extra(args))
+    train_set = build_dataset(args.dataset, "train", args.data_root, **dataset_extra(args))
+    test_set = build_dataset(args.dataset, "test", args.data_root, **dataset_extra(args))
     res = train(model, train_set, _finetune_config(args), out_dir=out, resume=args.resume,
-                test_set=test_set, progress=_progress_enabled(args))
+                test_set=test_set, progress=progress_enabled(args))
     if not is_main_process():
         return 0
     snacs.io.save(model, out / "model.pt", extra={"finetune": res.to_dict()})
