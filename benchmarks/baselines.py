@@ -10,6 +10,9 @@ applies it with :func:`snacs.apply.remove_channels`, fine-tunes and evaluates, i
   of those, so this equals a fresh ``fit`` at that target, minus the scoring). Within the
   limits the limit fraction stays 0.7; above them it is raised just enough.
 * ``snacs-ul``: the fully automatic mode, at whatever budget its limits give.
+* ``snacs-global``: the same fitted scores and protection, the budget spread across layers by
+  ``SNACS(allocation="global")`` (:func:`snacs.allocation.plan_global`): layer-mean-normalised
+  ACMI ranked across all layers, the rule every non-SNACS method below is given too.
 * ``snacs-nolimits``: the same fitted scores and protection with the per-layer limits lifted
   (the cap of ``limits="none"``), so budgets above what the limits allow can be compared; it is
   not the paper's method, it isolates how good the ACMI ranking is.
@@ -53,7 +56,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from snacs.errors import TargetError
+from snacs.allocation import global_allocation
 from snacs.pairs import Topology
 from snacs.plan import Plan, count_plan
 
@@ -73,7 +76,7 @@ __all__ = [
 ]
 
 # methods pruned to a budget, then the automatic one
-BUDGET_METHODS = ("snacs", "snacs-nolimits", "mint", "l1", "random", "tp-magnitude", "tp-taylor",
+BUDGET_METHODS = ("snacs", "snacs-global", "snacs-nolimits", "mint", "l1", "random", "tp-magnitude", "tp-taylor",
                   "hrank", "chip")
 METHODS = BUDGET_METHODS + ("snacs-ul", "dense")
 IMPORTANCE_METHODS = ("l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
@@ -109,12 +112,6 @@ def prunable_groups(topology: Topology) -> list[int]:
     return [g.id for g in topology.groups if g.prunable and g.id in read]
 
 
-def _key(metric: str) -> str:
-    if metric not in ("params", "macs"):
-        raise ValueError(f"budget metric must be 'params' or 'macs', got {metric!r}")
-    return "weights_removed" if metric == "params" else "macs_removed"
-
-
 def _plan(remove: dict[int, list[int]]) -> Plan:
     return Plan(granularity="filter", mode="target", remove=remove)
 
@@ -126,52 +123,13 @@ def select_to_budget(
     target: float,
     metric: str = "params",
 ) -> tuple[dict[int, list[int]], dict[str, float]]:
-    """Remove the globally lowest mean-normalised scores until `target` of `metric` is removed.
+    """Remove the globally lowest mean-normalised scores until `target` of `metric` is removed
+    (:func:`snacs.allocation.global_allocation`, the rule SNACS's allocation="global" uses).
 
     Returns the removal and the predicted counts. Raises TargetError when even removing all but
     one channel of every group falls short.
     """
-    key = _key(metric)
-    cand_score, cand_gid, cand_ch = [], [], []
-    for gid in sorted(importance):
-        imp = np.asarray(importance[gid], dtype=np.float64)
-        if imp.size < 2:
-            continue
-        mean = float(np.mean(np.abs(imp)))
-        norm = imp / mean if mean > 0 else imp
-        order = np.argsort(-norm, kind="stable")  # best first
-        rest = order[1:]  # the best channel of the group always stays
-        cand_score.append(norm[rest])
-        cand_gid.append(np.full(rest.size, gid))
-        cand_ch.append(rest)
-    if not cand_score:
-        raise TargetError("no prunable channel group")
-    score = np.concatenate(cand_score)
-    gids = np.concatenate(cand_gid)
-    chans = np.concatenate(cand_ch)
-    order = np.lexsort((chans, gids, score))  # ascending score, ties by group then channel
-
-    def removal(k: int) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for i in order[:k]:
-            out.setdefault(int(gids[i]), []).append(int(chans[i]))
-        return {g: sorted(v) for g, v in sorted(out.items())}
-
-    def predicted(k: int) -> dict[str, float]:
-        return count_plan(model, topology, _plan(removal(k)))
-
-    top = predicted(len(order))
-    if top[key] < target:
-        raise TargetError(f"{metric} budget {target:.0%} is out of reach: removing all but one "
-                          f"channel of every group removes {top[key]:.1%}")
-    lo, hi = 0, len(order)  # predicted(hi) meets the target; find the smallest such k
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if predicted(mid)[key] >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    return removal(hi), predicted(hi)
+    return global_allocation(model, topology, importance, target, metric)
 
 
 # --------------------------------------------------------------------------- importances
@@ -392,7 +350,7 @@ def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = 
 def score_method(method: str, model: nn.Module, topology: Topology, data, *, seed: int,
                  snacs_params: dict | None = None, mint_params: dict | None = None):
     """The per-seed scoring state of a method: a fitted pruner or an importance dict."""
-    if method in ("snacs", "snacs-ul", "snacs-nolimits"):
+    if method in ("snacs", "snacs-ul", "snacs-nolimits", "snacs-global"):
         return fit_snacs(model, data, seed=seed, **(snacs_params or {}))
     if method == "mint":
         return fit_snacs(model, data, seed=seed, **(mint_params or MINT_PARAMS))
@@ -427,6 +385,12 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
         return snacs_remove(state, model, mode="target", target=target, metric=metric, relax=True)
     if method == "mint":
         return snacs_remove(state, model, mode="target", target=target, metric=metric)
+    if method == "snacs-global":
+        from snacs.allocation import plan_global
+
+        plan = plan_global(model, state.topology_, state.scores_, state.sensitivity_,
+                           target=target, metric=metric, groups=state.groups)
+        return {int(k): list(v) for k, v in plan.remove.items()}, dict(plan.predicted)
     if method == "snacs-nolimits":
         return snacs_remove(state, model, mode="target", target=target, metric=metric,
                             lift_limits=True)

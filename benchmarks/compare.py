@@ -92,7 +92,7 @@ BASES = Path(__file__).resolve().parent / "bases"
 # crop+flip augmentation. Model selection is moot with one epoch, so nothing is held out.
 CIFAR_FINETUNE = {"epochs": 1, "lr": 0.01, "schedule": "cosine-step", "batch_size": 128,
                   "augment": True, "weight_decay": 5e-4, "val_fraction": 0.0}
-CIFAR_METHODS = ("snacs", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip",
+CIFAR_METHODS = ("snacs", "snacs-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip",
                  "snacs-ul", "dense")
 # issue order: 50 % of parameters and of MACs first, then 70 %, then 85 % of parameters
 CIFAR_BUDGETS = (("params", 0.5), ("macs", 0.5), ("params", 0.7), ("macs", 0.7),

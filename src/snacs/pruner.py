@@ -60,6 +60,13 @@ class SNACS:
             the limit fraction just enough (bisection) instead of refusing; each layer's limit
             then grows by how flat its own probe curve is. The fraction used is
             `limit_fraction_`. Only with limits="probe".
+        allocation: how a target is spread across layers (filter granularity). "limits": each
+            layer pruned within its probe limit, one score quantile for all (SPEC §6);
+            "global": the layer-mean-normalised ACMI of every filter group ranked across all
+            layers, the lowest removed until the target is met (`snacs.allocation`), the best
+            group of each layer and protected groups kept, no probe limit involved. In mode
+            "ul" with "global", the budget is what the limit-based plan removes (in
+            `target_metric`) and only where it is taken from changes.
         grid_step: step of the rate grid, in percent.
         probe: the limits' classifier: "svm", "linear" or "ncm".
         sensitivity: "auto" (outliers above mean + k·std), "fraction", or "none".
@@ -89,6 +96,7 @@ class SNACS:
         limits: str | float = "probe",
         limit_fraction: float = 0.7,
         relax_limits: bool = False,
+        allocation: str = "limits",
         grid_step: int = 5,
         probe: str = "svm",
         sensitivity: str = "auto",
@@ -113,6 +121,7 @@ class SNACS:
         self.limits = limits
         self.limit_fraction = limit_fraction
         self.relax_limits = relax_limits
+        self.allocation = allocation
         self.grid_step = grid_step
         self.probe = probe
         self.sensitivity = sensitivity
@@ -194,6 +203,18 @@ class SNACS:
             raise ConfigError(
                 f"relax_limits raises the probe's limit fraction, but limits={self.limits!r}; "
                 "use limits='probe' (the default) or drop --relax-limits")
+        if self.allocation not in ("limits", "global"):
+            raise ConfigError(f"unknown allocation {self.allocation!r}; choose limits or global")
+        if self.allocation == "global":
+            if self.granularity != "filter":
+                raise ConfigError("allocation='global' removes filter groups; use "
+                                  "granularity='filter' (or allocation='limits')")
+            if self.mode == "global":
+                raise ConfigError("allocation='global' takes a target (mode 'target') or the "
+                                  "limits' budget (mode 'ul'), not a quantile q")
+            if self.mode == "ul" and self.limits != "probe":
+                raise ConfigError("allocation='global' in mode 'ul' takes its budget from the "
+                                  "probe limits; give a --target or use limits='probe'")
         if self.probe not in PROBES:
             raise ConfigError(f"unknown probe {self.probe!r}; choose one of {', '.join(PROBES)}")
         if self.sensitivity not in RULES:
@@ -297,7 +318,8 @@ class SNACS:
 
         t = time.perf_counter()
         self.limit_fraction_ = self.limit_fraction if self.limits == "probe" else None
-        if self.mode == "target" and self.relax_limits and self.limit_curves_:
+        if (self.mode == "target" and self.relax_limits and self.limit_curves_
+                and self.allocation == "limits"):
             from snacs.plan import relax_limits
 
             self.limit_fraction_, self.limits_ = relax_limits(
@@ -305,15 +327,39 @@ class SNACS:
                 target=float(self.target), fraction=self.limit_fraction,
                 granularity=self.granularity, target_metric=self.target_metric,
                 groups=self.groups)
-        self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
-                               self.sensitivity_, granularity=self.granularity, mode=self.mode,
-                               q=self.q, target=self.target, target_metric=self.target_metric,
-                               groups=self.groups)
+        if self.allocation == "global":
+            self.plan_ = self._global_plan(model)
+        else:
+            self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
+                                   self.sensitivity_, granularity=self.granularity,
+                                   mode=self.mode, q=self.q, target=self.target,
+                                   target_metric=self.target_metric, groups=self.groups)
         timings["plan"] = time.perf_counter() - t
         log.info("%s: %.1f s", "plan", timings["plan"])
         self.timings_ = timings
         self.n_samples_ = acts.n
         return self
+
+    def _global_plan(self, model: nn.Module):
+        """allocation='global': the target (or, in mode 'ul', the limits' budget) spread by
+        one ranking of layer-normalised ACMI across all layers."""
+        from snacs.allocation import budget_key, plan_global
+        from snacs.plan import make_plan
+
+        target = self.target
+        if self.mode == "ul":
+            ul = make_plan(model, self.topology_, self.scores_, self.limits_, self.sensitivity_,
+                           granularity="filter", mode="ul", groups=self.groups)
+            target = ul.predicted[budget_key(self.target_metric)]
+            if target <= 0:
+                from snacs.plan import Plan
+
+                return Plan(granularity="filter", mode="ul", predicted=ul.predicted)
+        plan = plan_global(model, self.topology_, self.scores_, self.sensitivity_,
+                           target=float(target), metric=self.target_metric, groups=self.groups)
+        plan.mode = self.mode
+        plan.limits = dict(self.limits_)
+        return plan
 
     def _calibration_size(self, data, batches) -> tuple[int, int | None]:
         """(N, number of classes) of the calibration set, without loading a lazy dataset."""

@@ -1,0 +1,119 @@
+"""Global allocation: the budget is met with the fewest units, by the lowest layer-normalised
+scores, never the protected or the best unit of a layer; SNACS(allocation="global") end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import snacs
+from snacs.allocation import global_allocation
+from snacs.errors import ConfigError, TargetError
+from snacs.metrics import conv_linear_weights, count_macs
+from snacs.pairs import find_topology
+from snacs.plan import Plan, count_plan
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    model = snacs.create_model("simplecnn").eval()
+    topo = find_topology(model, SHAPE)
+    gids = [g.id for g in topo.groups if g.prunable and any(p.group == g.id for p in topo.pairs)]
+    return model, topo, gids
+
+
+def _removed(model, topo, remove, key):
+    return count_plan(model, topo, Plan(granularity="filter", mode="target", remove=remove))[key]
+
+
+@pytest.mark.parametrize("metric,key", [("params", "weights_removed"), ("macs", "macs_removed")])
+def test_meets_budget_with_fewest_lowest_units(net, metric, key):
+    model, topo, gids = net
+    rng = np.random.default_rng(1)
+    imp = {g: rng.random(topo.groups[g].channels) + 0.1 for g in gids}
+    remove, pred = global_allocation(model, topo, imp, 0.3, metric)
+    assert pred[key] >= 0.3
+    assert pred[key] == pytest.approx(_removed(model, topo, remove, key))
+    # the chosen units are exactly the k lowest normalised scores (best of each layer excluded)
+    norm = {g: imp[g] / imp[g].mean() for g in gids}
+    cands = sorted((norm[g][c], g, c) for g in gids
+                   for c in np.argsort(-norm[g], kind="stable")[1:])
+    k = sum(len(v) for v in remove.values())
+    chosen = {(g, c) for _, g, c in cands[:k]}
+    assert chosen == {(g, c) for g, v in remove.items() for c in v}
+    # one unit fewer falls short: minimal
+    fewer: dict[int, list[int]] = {}
+    for _, g, c in cands[: k - 1]:
+        fewer.setdefault(g, []).append(int(c))
+    assert _removed(model, topo, fewer, key) < 0.3
+
+
+def test_protected_best_and_caps(net):
+    model, topo, gids = net
+    g0 = gids[0]
+    n = topo.groups[g0].channels
+    imp = {g: np.linspace(1, 2, topo.groups[g].channels) for g in gids}
+    imp[g0] = np.full(n, 1e-3)
+    imp[g0][0] = 1.0  # the best unit of g0
+    # without constraints g0 loses everything but its best channel first
+    remove, _ = global_allocation(model, topo, imp, 0.05, "params")
+    assert 0 not in remove.get(g0, [])
+    remove, _ = global_allocation(model, topo, imp, 0.2, "params",
+                                  protected={g0: {1, 2}}, caps={g0: 0.5})
+    assert not {0, 1, 2} & set(remove.get(g0, []))
+    assert len(remove.get(g0, [])) <= n // 2
+
+
+def test_units_remove_whole_groups(net):
+    model, topo, gids = net
+    g0 = gids[0]
+    n = topo.groups[g0].channels
+    units = {g: np.arange(topo.groups[g].channels) // 2 for g in gids}
+    imp = {g: np.arange(1, topo.groups[g].channels // 2 + 1, dtype=float) for g in gids}
+    remove, _ = global_allocation(model, topo, imp, 0.3, "params", units=units)
+    for g, chans in remove.items():
+        assert len(chans) % 2 == 0 and all(c // 2 * 2 in chans and c // 2 * 2 + 1 in chans
+                                           for c in chans)
+    assert n > 2
+
+
+def test_unreachable(net):
+    model, topo, gids = net
+    imp = {g: np.ones(topo.groups[g].channels) for g in gids}
+    with pytest.raises(TargetError, match="out of reach"):
+        global_allocation(model, topo, imp, 0.9999, "params")
+
+
+def test_snacs_global_end_to_end():
+    from snacs.data import synthetic
+
+    torch.manual_seed(0)
+    model = snacs.create_model("simplecnn").eval()
+    data = synthetic("train", n_per_class=8, shape=SHAPE, seed=0)
+    p = snacs.SNACS(allocation="global", target=0.4, target_metric="macs", samples_per_class=8,
+                    limits="none").fit(model, data)
+    pruned = p.apply(model)
+    m0, m1 = count_macs(model, SHAPE), count_macs(pruned, SHAPE)
+    assert 1 - m1 / m0 >= 0.4
+    assert p.plan_.predicted["macs_after"] == m1
+    assert p.plan_.predicted["weights_after"] == conv_linear_weights(pruned)
+    for gid, s in p.sensitivity_.items():
+        assert not set(s.protected) & set(p.plan_.remove.get(gid, []))
+    # ul + global: the limit-based plan's budget, spread differently
+    q = snacs.SNACS(allocation="global", samples_per_class=8).fit(model, data)
+    from snacs.plan import make_plan
+
+    ul = make_plan(model, q.topology_, q.scores_, q.limits_, q.sensitivity_, mode="ul")
+    assert q.plan_.mode == "ul"
+    if ul.predicted["weights_removed"] > 0:
+        assert q.plan_.predicted["weights_removed"] >= ul.predicted["weights_removed"]
+    with pytest.raises(ConfigError, match="probe limits"):
+        snacs.SNACS(allocation="global", limits="none").validate()
+    with pytest.raises(ConfigError, match="granularity='filter'"):
+        snacs.SNACS(allocation="global", granularity="connection", target=0.3).validate()
+    with pytest.raises(ConfigError, match="unknown allocation"):
+        snacs.SNACS(allocation="magic").validate()
