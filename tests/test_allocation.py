@@ -75,7 +75,7 @@ def test_units_remove_whole_groups(net):
     units = {g: np.arange(topo.groups[g].channels) // 2 for g in gids}
     imp = {g: np.arange(1, topo.groups[g].channels // 2 + 1, dtype=float) for g in gids}
     remove, _ = global_allocation(model, topo, imp, 0.3, "params", units=units)
-    for g, chans in remove.items():
+    for chans in remove.values():
         assert len(chans) % 2 == 0 and all(c // 2 * 2 in chans and c // 2 * 2 + 1 in chans
                                            for c in chans)
     assert n > 2
