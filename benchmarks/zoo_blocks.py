@@ -114,11 +114,13 @@ class ShuffleUnit(nn.Module):
 
 class MBConvSE(nn.Module):
     """EfficientNet's MBConv: 1x1 expand, depthwise 3x3, squeeze-and-excitation, 1x1 project,
-    identity shortcut; SiLU activations."""
+    identity shortcut; SiLU activations. As in common CIFAR EfficientNet code, the expand conv is
+    built even with expansion 1, where forward skips it (a layer that never runs)."""
 
     def __init__(self, c: int, expand: int, se: int) -> None:
         super().__init__()
         e = c * expand
+        self.ratio = expand
         self.expand = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.SiLU())
         self.dw = nn.Sequential(nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False),
                                 nn.BatchNorm2d(e), nn.SiLU())
@@ -126,7 +128,8 @@ class MBConvSE(nn.Module):
         self.project = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.project(self.se(self.dw(self.expand(x))))
+        h = x if self.ratio == 1 else self.expand(x)
+        return x + self.project(self.se(self.dw(h)))
 
 
 class DLARoot(nn.Module):
@@ -229,7 +232,7 @@ class EfficientNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
                                   nn.SiLU())
-        self.layers = nn.Sequential(MBConvSE(8, 2, 4), MBConvSE(8, 2, 4))
+        self.layers = nn.Sequential(MBConvSE(8, 1, 4), MBConvSE(8, 2, 4))
         self.post = nn.Sequential(nn.Conv2d(8, 12, 1, bias=False), nn.BatchNorm2d(12), nn.SiLU())
         self.head = Head(12, num_classes)
 

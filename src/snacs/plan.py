@@ -160,7 +160,9 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
     modules = dict(model.named_modules())
     weight_layers = {n: m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
     w0 = sum(m.weight.numel() for m in weight_layers.values())
-    macs0 = sum(m.weight.numel() * topology.out_positions[n] for n, m in weight_layers.items())
+    # a layer that forward never runs (built but skipped) has weights but no MACs
+    pos = {n: topology.out_positions.get(n, 0) for n in weight_layers}
+    macs0 = sum(m.weight.numel() * pos[n] for n, m in weight_layers.items())
     if plan.granularity == "filter":
         kept_out = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
                     for n, m in weight_layers.items()}
@@ -187,7 +189,7 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
             else:
                 w = kept_out[n] * kept_in[n]
             w1 += w
-            macs1 += w * topology.out_positions[n]
+            macs1 += w * pos[n]
     else:
         removed_w = removed_macs = 0
         for p in topology.pairs:
@@ -201,7 +203,7 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
             cut = ~mask if exists is None else (~mask & exists)
             r = int(cut.sum()) * per_conn
             removed_w += r
-            removed_macs += r * topology.out_positions[p.child]
+            removed_macs += r * pos[p.child]
         w1, macs1 = w0 - removed_w, macs0 - removed_macs
     return {"weights_before": w0, "weights_after": w1, "weights_removed": 1 - w1 / w0,
             "macs_before": macs0, "macs_after": macs1, "macs_removed": 1 - macs1 / macs0}
