@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import snacs  # noqa: E402
 from benchmarks.zoo_blocks import BLOCKS, build  # noqa: E402
+
+import snacs  # noqa: E402
 from snacs.apply import export_slim  # noqa: E402
 from snacs.metrics import conv_linear_weights, count_macs, nonzero_conv_linear_weights  # noqa: E402
 
