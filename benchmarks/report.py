@@ -566,6 +566,16 @@ def _other_markdown(module: str, result: dict) -> list[str]:
         return [f"(could not render `{module}.json`: {type(e).__name__}: {e})", ""]
 
 
+# --------------------------------------------------------------------------- zoo section
+
+def zoo_section(res: dict) -> list[str]:
+    """Which structures snacs prunes, with torch-pruning's MagnitudePruner beside it."""
+    from benchmarks.zoo import markdown
+
+    return ["## Structures: what snacs and torch-pruning prune", "",
+            "From `zoo.json` (`python -m benchmarks.zoo`).", "", markdown(res), ""]
+
+
 # --------------------------------------------------------------------------- README block
 
 def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
@@ -699,6 +709,11 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
         if isinstance(r, dict) and r.get("cells"):
             out += above_limits_section(r, comps_by_suite.get(r.get("suite")), p.name)
             used.append(p.name)
+
+    zoo = _load(results_dir / "zoo.json")
+    if isinstance(zoo, dict) and zoo.get("rows"):
+        out += zoo_section(zoo)
+        used.append("zoo.json")
 
     st = _load(results_dir / "scoring_time.json")
     if isinstance(st, dict) and st.get("runs"):

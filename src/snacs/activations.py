@@ -36,8 +36,14 @@ class Activations:
         return int(self.labels.numel())
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size()
-                   for d in (self.parents, self.children) for t in d.values())
+        seen: set[int] = set()  # the pairs of one child share its output tensor
+        total = 0
+        for d in (self.parents, self.children):
+            for t in d.values():
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    total += t.numel() * t.element_size()
+        return total
 
 
 def _spatial_mean(t: torch.Tensor, channels: int) -> torch.Tensor:
@@ -85,14 +91,23 @@ def collect_activations(
     parents: dict[str, list[torch.Tensor]] = {p.name: [] for p in topology.pairs}
     children: dict[str, list[torch.Tensor]] = {p.name: [] for p in topology.pairs}
     hooks = []
+    by_child: dict[str, list] = {}
     for p in topology.pairs:
-        m = modules[p.child]
+        by_child.setdefault(p.child, []).append(p)
+    for child, ps in by_child.items():
+        m = modules[child]
+        width = (m.in_features if isinstance(m, nn.Linear) else m.in_channels) // ps[0].spatial
+        index = [None if p.in_index is None else torch.as_tensor(p.in_index) for p in ps]
 
-        def pre(mod, inp, p=p):
-            parents[p.name].append(_spatial_mean(inp[0].detach(), p.n_parent).float())
+        def pre(mod, inp, ps=ps, width=width, index=index):
+            a = _spatial_mean(inp[0].detach(), width).float()
+            for p, idx in zip(ps, index, strict=True):  # a concatenation: each producer's own slice
+                parents[p.name].append(a if idx is None else a[:, idx])
 
-        def post(mod, inp, out, p=p):
-            children[p.name].append(_spatial_mean(out.detach(), p.n_child).float())
+        def post(mod, inp, out, ps=ps):
+            c = _spatial_mean(out.detach(), ps[0].n_child).float()
+            for p in ps:  # one tensor shared by the pairs of one child
+                children[p.name].append(c)
 
         hooks.append(m.register_forward_pre_hook(pre))
         hooks.append(m.register_forward_hook(post))
@@ -116,9 +131,10 @@ def collect_activations(
         model.train(was_training)
     if not labels:
         raise DataError("the calibration data is empty; give at least one batch")
+    per_child = {child: torch.cat(children[ps[0].name]) for child, ps in by_child.items()}
     acts = Activations(
         parents={k: torch.cat(v) for k, v in parents.items()},
-        children={k: torch.cat(v) for k, v in children.items()},
+        children={p.name: per_child[p.child] for p in topology.pairs},
         labels=torch.cat(labels),
     )
     for kind, d in (("input of", acts.parents), ("output of", acts.children)):

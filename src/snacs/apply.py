@@ -59,21 +59,43 @@ def apply_plan(model: nn.Module, topology: Topology, plan: Plan) -> nn.Module:
         remove_channels(model, topology, plan.remove)
         return model
     modules = dict(model.named_modules())
+    by_child: dict[str, list] = {}
     for p in topology.pairs:
         keep = np.asarray(plan.keep.get(p.name, []), dtype=bool)
         if keep.size == 0 or keep.all():
             continue
-        m = modules[p.child]
-        cmask = torch.as_tensor(expand_groups(keep, p.n_child, p.n_parent))
+        by_child.setdefault(p.child, []).append(
+            (p, torch.as_tensor(expand_groups(keep, p.n_child, p.n_parent))))
+    for child, items in by_child.items():
+        m = modules[child]
+        p0 = items[0][0]
+        n_in = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features // p0.spatial
+        full = torch.ones(p0.n_child, n_in, dtype=torch.bool)  # filters x input channels
+        for p, cmask in items:  # one slice per concatenated producer
+            cols = torch.as_tensor(p.in_index if p.in_index is not None else range(p.n_parent))
+            full[:, cols] &= cmask
+        real = full
+        if isinstance(m, nn.Conv2d) and m.groups > 1:  # the block diagonal the weight holds
+            per_out, per_in = m.out_channels // m.groups, m.in_channels // m.groups
+            idx = (torch.arange(m.out_channels) // per_out)[:, None] * per_in \
+                + torch.arange(per_in)[None, :]
+            real = torch.gather(full, 1, idx)
         if m.weight.dim() == 4:
-            wmask = cmask[:, :, None, None].expand_as(m.weight).float()
+            wmask = real[:, :, None, None].expand_as(m.weight).float()
         else:
-            wmask = cmask.repeat_interleave(p.spatial, dim=1).float()
+            wmask = real.repeat_interleave(p0.spatial, dim=1).float()
         prune.custom_from_mask(m, "weight", wmask.contiguous())
-        dead = ~cmask.any(1)
-        if dead.any() and not p.is_classifier:
-            _silence_filters(model, topology, p.child, dead)
+        dead = ~real.any(1)
+        if dead.any() and not p0.is_classifier:
+            _silence_filters(model, topology, child, dead)
     return model
+
+
+def _norm_index(cg, bn: nn.Module, name: str) -> list[int] | None:
+    """Features of BatchNorm `name` that carry the group's channels, or None if not known."""
+    if name in cg.index:
+        return cg.index[name]
+    return list(range(cg.channels)) if bn.num_features == cg.channels else None
 
 
 def _silence_filters(model: nn.Module, topology: Topology, child: str, dead: torch.Tensor) -> None:
@@ -85,19 +107,24 @@ def _silence_filters(model: nn.Module, topology: Topology, child: str, dead: tor
     if m.bias is not None:
         prune.custom_from_mask(m, "bias", keep.clone())
     cg = topology.group_of_producer(child)
-    norms = []
+    norms: list[tuple[str, list[int] | None]] = []
     if cg is not None and len(cg.producers) == 1:
-        norms = cg.norms  # the whole chain, depthwise BN included
+        # the whole chain, depthwise BN included, and BNs after a concatenation at their offset
+        norms = [(b, _norm_index(cg, modules[b], b)) for b in cg.norms]
     elif child in topology.bn_after:
-        norms = [topology.bn_after[child]]
-    for bn_name in norms:
+        norms = [(topology.bn_after[child], list(range(keep.numel())))]
+    for bn_name, where in norms:
         bn = modules[bn_name]
-        if bn.num_features != keep.numel():
+        if where is None:
             continue
+        bkeep = torch.ones(bn.num_features)
+        for c, f in enumerate(where):
+            if f >= 0 and dead[c]:
+                bkeep[f] = 0.0
         for attr in ("weight", "bias"):
             if getattr(bn, attr, None) is not None:
                 old = getattr(bn, attr + "_mask", None)
-                mask = keep.clone() if old is None else old * keep
+                mask = bkeep.clone() if old is None else old * bkeep
                 if old is not None:
                     prune.remove(bn, attr)
                 prune.custom_from_mask(bn, attr, mask)
@@ -121,10 +148,14 @@ def make_masks_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
-def _zero_in(m: nn.Module, channels: int) -> torch.Tensor:
-    """Per input channel: True when every weight reading it is zero."""
+def _zero_in(m: nn.Module, spatial: int) -> torch.Tensor:
+    """Per input channel of reader `m`: True when every weight reading it is zero."""
+    from snacs.scores import block_diagonal
+
     w = m.weight.detach()
-    w = w.reshape(w.shape[0], channels, -1)
+    if w.dim() > 2 and getattr(m, "groups", 1) > 1:
+        w = block_diagonal(w, m.groups)
+    w = w.reshape(w.shape[0], w.shape[1] // spatial if w.dim() == 2 else w.shape[1], -1)
     return (w == 0).all(dim=2).all(dim=0)
 
 
@@ -133,6 +164,7 @@ def export_slim(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
 
     A channel goes when every (non-depthwise) layer reading it has only zero weights for it, or
     when its single producer's filter is dead (zero weights, zero bias, zero BN affine).
+    Channels tied by a grouped convolution (`ChannelGroup.units`) go only all together.
     Returns a new model without masks; the input is not modified.
     """
     model = make_masks_permanent(safe_deepcopy(model))
@@ -144,8 +176,10 @@ def export_slim(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
             continue
         n = cg.channels
         unread = torch.ones(n, dtype=torch.bool)
+        spatial = {p.child: p.spatial for p in topo.pairs if p.group == cg.id}
         for c in cg.consumers:
-            unread &= _zero_in(modules[c], n)
+            zero = _zero_in(modules[c], spatial.get(c, 1))
+            unread &= zero[torch.as_tensor(cg.where(c))]
         if cg.others:  # a custom layer (e.g. a padded shortcut) reads them too: not provable
             unread[:] = False
         dead = torch.zeros(n, dtype=torch.bool)
@@ -157,14 +191,22 @@ def export_slim(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
                 dead &= p.bias.detach() == 0
             for bn_name in cg.norms:
                 bn = modules[bn_name]
-                if bn.num_features == n and bn.affine:
-                    dead &= (bn.weight.detach() == 0) & (bn.bias.detach() == 0)
+                where = _norm_index(cg, bn, bn_name)
+                if where is not None and bn.affine:
+                    f = torch.as_tensor(where)
+                    dead &= (bn.weight.detach()[f] == 0) & (bn.bias.detach()[f] == 0)
             for d in cg.depthwise:
                 if modules[d].bias is not None:
-                    dead &= modules[d].bias.detach() == 0
-        idx = torch.nonzero(unread | dead).flatten().tolist()
-        if len(idx) >= n:
-            idx = idx[: n - 1]  # keep one channel so every layer still exists
+                    dead &= modules[d].bias.detach()[torch.as_tensor(cg.where(d))] == 0
+        gone = unread | dead
+        if cg.units:
+            whole = [u for u in cg.units if bool(gone[torch.as_tensor(u)].all())]
+            whole = whole[: len(cg.units) - 1]  # keep one unit so every layer still exists
+            idx = sorted(c for u in whole for c in u)
+        else:
+            idx = torch.nonzero(gone).flatten().tolist()
+            if len(idx) >= n:
+                idx = idx[: n - 1]  # keep one channel so every layer still exists
         if idx:
             remove[cg.id] = idx
     remove_channels(model, topo, remove)

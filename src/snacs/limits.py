@@ -9,7 +9,9 @@ The child representation under pruning is recomputed from the cached parent mean
 re-running the network: A_c ≈ A_p · (Σ_kernel W ∘ M)ᵀ + b. This is exact for linear layers and
 1x1 convolutions and, for k x k convolutions, differs from the true spatial mean only by the
 zero-padding border terms; the unpruned probe features use the same formula, so rate 0 is the
-fitted baseline.
+fitted baseline. A child that reads a concatenation has one pair per producer; the other
+producers' contribution to its output is then held at its measured value (A_c minus this slice's
+share), so the probe sees the whole child output with only this slice pruned.
 """
 
 from __future__ import annotations
@@ -248,8 +250,13 @@ def upper_limits(
     for p in it:
         mod = modules[p.child]
         bias = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
-        out[p.name] = _pair_limit(p, scores[p.name], acts.parents[p.name],
-                                  child_weight(model, p), bias, labels,
+        w = child_weight(model, p)
+        if p.in_index is not None:
+            # a child that also reads other producers (a concatenation): their share of its
+            # output is held at its measured value, A_c − A_p·Wᵀ of this slice, per sample
+            w_sum = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)
+            bias = acts.children[p.name] - acts.parents[p.name] @ w_sum.T
+        out[p.name] = _pair_limit(p, scores[p.name], acts.parents[p.name], w, bias, labels,
                                   granularity=granularity, rates=rates, fraction=fraction,
                                   probe=probe, seed=seed)
     return out

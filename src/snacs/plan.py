@@ -21,7 +21,7 @@ from torch import nn
 
 from snacs.errors import ConfigError, TargetError
 from snacs.limits import LimitResult, connection_keep, expand_groups, group_index, limit_at
-from snacs.pairs import Topology
+from snacs.pairs import Topology, is_depthwise
 from snacs.scores import n_groups
 from snacs.sensitivity import GroupSensitivity
 
@@ -104,15 +104,39 @@ def _filter_plan(topology, scores, limits, sens, groups, q, normalise="readers",
         imp = per[cg.id]
         g = len(imp)
         prot = set(sens[cg.id].protected) if cg.id in sens else set()
+        gi = group_index(cg.channels, n_groups(cg.channels, groups))
+        if cg.units:  # grouped convolutions: whole units (one channel per conv group) only
+            units = [np.asarray(u, dtype=np.int64) for u in cg.units]
+            uimp = np.array([float(imp[gi[u]].mean()) for u in units])
+            uprot = {k for k, u in enumerate(units) if prot & set(gi[u].tolist())}
+            cap = min(int(round(_group_limit(topology, limits, cg.id) * len(units))),
+                      len(units) - 1)
+            order = [k for k in np.argsort(uimp, kind="stable") if k not in uprot]
+            if thr is not None:
+                order = [k for k in order if uimp[k] <= thr]
+            chosen = order[:max(cap, 0)]
+            if chosen:
+                out[cg.id] = sorted(int(c) for k in chosen for c in units[k])
+            continue
         cap = min(int(round(_group_limit(topology, limits, cg.id) * g)), g - 1)
         order = [i for i in np.argsort(imp, kind="stable") if i not in prot]
         if thr is not None:
             order = [i for i in order if imp[i] <= thr]
         chosen = order[:max(cap, 0)]
         if chosen:
-            gi = group_index(cg.channels, n_groups(cg.channels, groups))
             out[cg.id] = sorted(int(c) for c in np.nonzero(np.isin(gi, chosen))[0])
     return out
+
+
+def block_exists(pair, conv: nn.Module) -> np.ndarray | None:
+    """For a grouped-conv child: which (child filter, parent channel) connections exist in its
+    weight (filter and input in the same conv group); None when every connection exists."""
+    if not isinstance(conv, nn.Conv2d) or conv.groups == 1:
+        return None
+    per_out = conv.out_channels // conv.groups
+    per_in = conv.in_channels // conv.groups
+    cols = np.asarray(pair.in_index if pair.in_index is not None else range(pair.n_parent))
+    return (np.arange(pair.n_child)[:, None] // per_out) == (cols[None, :] // per_in)
 
 
 def _connection_plan(topology, scores, limits, sens, q) -> dict[str, np.ndarray]:
@@ -136,7 +160,9 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
     modules = dict(model.named_modules())
     weight_layers = {n: m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
     w0 = sum(m.weight.numel() for m in weight_layers.values())
-    macs0 = sum(m.weight.numel() * topology.out_positions[n] for n, m in weight_layers.items())
+    # a layer that forward never runs (built but skipped) has weights but no MACs
+    pos = {n: topology.out_positions.get(n, 0) for n in weight_layers}
+    macs0 = sum(m.weight.numel() * pos[n] for n, m in weight_layers.items())
     if plan.granularity == "filter":
         kept_out = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
                     for n, m in weight_layers.items()}
@@ -148,7 +174,8 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
             for n in cg.producers + cg.depthwise:
                 kept_out[n] -= k
             for n in cg.consumers:
-                spatial = next((p.spatial for p in topology.pairs if p.child == n), 1)
+                spatial = next((p.spatial for p in topology.pairs
+                                if p.child == n and p.group == gid), 1)
                 kept_in[n] -= k * spatial
             for n in cg.depthwise:
                 kept_in[n] -= k
@@ -156,12 +183,13 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
         for n, m in weight_layers.items():
             if isinstance(m, nn.Conv2d):
                 ksz = m.kernel_size[0] * m.kernel_size[1]
-                per_group_in = 1 if m.groups > 1 else kept_in[n]
+                # depthwise: groups follow the channels; grouped: groups stay, inputs split
+                per_group_in = 1 if is_depthwise(m) else kept_in[n] // m.groups
                 w = kept_out[n] * per_group_in * ksz
             else:
                 w = kept_out[n] * kept_in[n]
             w1 += w
-            macs1 += w * topology.out_positions[n]
+            macs1 += w * pos[n]
     else:
         removed_w = removed_macs = 0
         for p in topology.pairs:
@@ -171,9 +199,11 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
             m = modules[p.child]
             per_conn = m.weight[0, 0].numel() if m.weight.dim() == 4 else p.spatial
             mask = expand_groups(keep, p.n_child, p.n_parent)
-            r = int((~mask).sum()) * per_conn
+            exists = block_exists(p, m)
+            cut = ~mask if exists is None else (~mask & exists)
+            r = int(cut.sum()) * per_conn
             removed_w += r
-            removed_macs += r * topology.out_positions[p.child]
+            removed_macs += r * pos[p.child]
         w1, macs1 = w0 - removed_w, macs0 - removed_macs
     return {"weights_before": w0, "weights_after": w1, "weights_removed": 1 - w1 / w0,
             "macs_before": macs0, "macs_after": macs1, "macs_removed": 1 - macs1 / macs0}

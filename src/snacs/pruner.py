@@ -427,7 +427,9 @@ def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dic
 
     before = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     after = dict(pruned.named_modules())
-    pair_of = {p.child: p for p in pruner.topology_.pairs}
+    pair_of: dict[str, list] = {}  # a child reading a concatenation has one pair per producer
+    for p in pruner.topology_.pairs:
+        pair_of.setdefault(p.child, []).append(p)
     rows = []
     for n, m in before.items():
         a = after[n]
@@ -440,7 +442,9 @@ def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dic
         p = pair_of.get(n)
         inputs_cut = 100.0 * (1 - in1 / in0)
         if pruner.granularity == "connection" and p is not None:
-            w = a.weight.detach().reshape(a.weight.shape[0], p.n_parent, -1)
+            wt = a.weight.detach()  # (filters, inputs it holds, kernel or spatial)
+            cols = wt.shape[1] if wt.dim() > 2 else wt.shape[1] // p[0].spatial
+            w = wt.reshape(wt.shape[0], cols, -1)
             # share of (child filter, parent channel) connections removed: what the limit caps
             inputs_cut = 100.0 * float((w == 0).all(-1).float().mean())
         sens_prot = 0
@@ -454,7 +458,7 @@ def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dic
             "limited_unit_pruned_pct": inputs_cut,
             "out_channels_before": out0, "out_channels_after": out1,
             "channels_removed": out0 - out1,
-            "limit_pct": 100.0 * pruner.limits_[n] if p is not None else None,
+            "limit_pct": 100.0 * min(pruner.limits_[q.name] for q in p) if p else None,
             "protected_groups": sens_prot,
         })
     return rows

@@ -27,7 +27,7 @@ from snacs.pairs import LayerPair, Topology, is_depthwise
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScoreSettings", "child_weight", "score_pairs", "n_groups"]
+__all__ = ["ScoreSettings", "block_diagonal", "child_weight", "score_pairs", "n_groups"]
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,59 @@ def n_groups(channels: int, groups: int) -> int:
     return max(1, min(channels, groups))
 
 
+def block_diagonal(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv's weight (n_out, n_in / groups, k...) as the dense (n_out, n_in, k...)
+    weight it acts as: output group j reads input group j only, every other entry is zero."""
+    n_out, per_in = w.shape[:2]
+    per_out = n_out // groups
+    full = w.new_zeros((n_out, per_in * groups, *w.shape[2:]))
+    for j in range(groups):
+        full[j * per_out:(j + 1) * per_out, j * per_in:(j + 1) * per_in] = \
+            w[j * per_out:(j + 1) * per_out]
+    return full
+
+
 def child_weight(model: nn.Module, pair: LayerPair) -> torch.Tensor:
-    """The child's weight as (n_child, n_parent, k...) for φ (a flattened Linear is unfolded)."""
-    w = dict(model.named_modules())[pair.child].weight.detach().float()
+    """The child's weight as (n_child, n_parent, k...) for φ.
+
+    A flattened Linear is unfolded to (n_child, channels, spatial), a grouped conv becomes its
+    block-diagonal dense weight, and a child reading a concatenation keeps only the input slice
+    of this pair's producer (`pair.in_index`).
+    """
+    m = dict(model.named_modules())[pair.child]
+    w = m.weight.detach().float()
+    if w.dim() > 2 and getattr(m, "groups", 1) > 1:
+        w = block_diagonal(w, m.groups)
     if w.dim() == 2 and pair.spatial > 1:
-        w = w.reshape(w.shape[0], pair.n_parent, pair.spatial)
+        w = w.reshape(w.shape[0], -1, pair.spatial)
+    if pair.in_index is not None:
+        w = w[:, torch.as_tensor(pair.in_index)]
     return w
+
+
+def _phi_scale(model: nn.Module, pair: LayerPair, w: torch.Tensor) -> float:
+    """max|W| of this pair's slice over max|W| of the whole child layer (SPEC §3 normalises φ by
+    the layer), 1 when the pair reads the whole layer."""
+    if pair.in_index is None:
+        return 1.0
+    top = float(dict(model.named_modules())[pair.child].weight.detach().abs().max())
+    part = float(w.abs().max()) if w.numel() else 0.0
+    return part / top if top > 0 else 1.0
+
+
+def _phi(w: np.ndarray, gp: int, gc: int, kind: str, scale: float) -> np.ndarray:
+    """φ of a slice whose weights are normalised by the whole layer's max: w̄ of the slice
+    (normalised by its own max) times `scale`, then the kind's transform."""
+    from snacs.estimators import phi_matrix
+
+    if kind == "none":
+        return np.ones((gc, gp))
+    wbar = phi_matrix(w, gp, gc, "weight") * scale
+    if kind == "weight":
+        return wbar
+    if kind == "weight_sq":
+        return wbar**2
+    return np.exp(-(wbar**2) / 2.0)
 
 
 def _child_groups(pair: LayerPair, groups: int) -> int:
@@ -63,12 +110,13 @@ def _child_groups(pair: LayerPair, groups: int) -> int:
 
 
 def _score_one(args: tuple) -> tuple[str, np.ndarray]:
-    name, a_p, a_c, w, gp, gc, settings, threads = args
+    name, a_p, a_c, w, gp, gc, settings, threads, scale = args
     if threads:
         torch.set_num_threads(threads)
     from snacs.estimators import acmi_matrix
 
-    rho = acmi_matrix(a_p, a_c, w, gp, gc, phi=settings.phi, estimator=settings.estimator,
+    phi = settings.phi if scale == 1.0 else _phi(w, gp, gc, settings.phi, scale)
+    rho = acmi_matrix(a_p, a_c, w, gp, gc, phi=phi, estimator=settings.estimator,
                       seed=settings.seed)
     return name, np.asarray(rho, dtype=np.float64)
 
@@ -109,8 +157,11 @@ def score_pairs(
         w = child_weight(model, p)
         gp = n_groups(p.n_parent, settings.groups)
         gc = _child_groups(p, settings.groups)
-        key = _digest(w, acts.parents[p.name], acts.children[p.name],
-                      extra={**settings.key(), "gp": gp, "gc": gc, "pair": p.name})
+        scale = _phi_scale(model, p, w)
+        extra = {**settings.key(), "gp": gp, "gc": gc, "pair": p.name}
+        if scale != 1.0:
+            extra["phi_scale"] = scale
+        key = _digest(w, acts.parents[p.name], acts.children[p.name], extra=extra)
         keys[p.name] = key
         if cache is not None and (cache / f"{key}.npy").is_file():
             # writes are atomic, but a file truncated or altered by anything else must not be
@@ -125,7 +176,7 @@ def score_pairs(
             except (OSError, ValueError, EOFError):
                 log.warning("ignoring unreadable cache entry %s; recomputing", cache / f"{key}.npy")
         jobs.append((p.name, acts.parents[p.name].numpy(), acts.children[p.name].numpy(),
-                     w.numpy(), gp, gc, settings, threads))
+                     w.numpy(), gp, gc, settings, threads, scale))
     if out:
         log.info("scores: %d of %d pairs from cache", len(out), len(topology.pairs))
     # big pairs first so the pool stays busy

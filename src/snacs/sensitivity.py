@@ -34,10 +34,27 @@ class GroupSensitivity:
         return asdict(self)
 
 
-def _share(model_modules: dict[str, nn.Module], consumer: str, channels: int) -> np.ndarray:
-    w = model_modules[consumer].weight.detach().abs().float()
-    w = w.reshape(w.shape[0], channels, -1).sum(-1).numpy()  # readers x channels
-    return w / np.maximum(w.sum(1, keepdims=True), 1e-30)
+def _share(model_modules: dict[str, nn.Module], consumer: str, cg, spatial: int = 1
+           ) -> np.ndarray:
+    """R[k, c]: share of group channel c in reader k's whole input (readers x channels).
+
+    A reader of a concatenation sees the channel at its own offset (`cg.where`); a grouped conv
+    is read through its block-diagonal weight; a Linear after a flatten has `spatial` features
+    per channel.
+    """
+    from snacs.scores import block_diagonal
+
+    m = model_modules[consumer]
+    w = m.weight.detach().abs().float()
+    if w.dim() > 2 and getattr(m, "groups", 1) > 1:
+        w = block_diagonal(w, m.groups)
+    w = w.reshape(w.shape[0], w.shape[1] // spatial if w.dim() == 2 else w.shape[1], -1)
+    w = w.sum(-1).numpy()  # readers x input channels
+    share = w / np.maximum(w.sum(1, keepdims=True), 1e-30)
+    idx = np.asarray(cg.where(consumer))
+    out = share[:, np.maximum(idx, 0)]
+    out[:, idx < 0] = 0.0  # channels this reader does not see (a split)
+    return out
 
 
 def sensitivity(
@@ -61,7 +78,9 @@ def sensitivity(
     out: dict[int, GroupSensitivity] = {}
     for cg in topology.groups:
         g = n_groups(cg.channels, groups)
-        r = np.concatenate([_share(modules, c, cg.channels) for c in cg.consumers], axis=0)
+        spatial = {p.child: p.spatial for p in topology.pairs if p.group == cg.id}
+        r = np.concatenate([_share(modules, c, cg, spatial.get(c, 1)) for c in cg.consumers],
+                           axis=0)
         per_channel = r.mean(0)
         s = np.bincount(group_index(cg.channels, g), weights=per_channel, minlength=g)
         if rule == "auto":
