@@ -28,7 +28,7 @@ from snacs.plan import make_plan
 from snacs.pruner import SNACS
 
 FAST = dict(estimator="gaussian", samples_per_class=6, groups=8, limits=0.5, seed=0)
-SLOW_MODELS = {"resnet50"}  # the ImageNet network: kept out of the default suite
+SLOW_MODELS = {"resnet50", "resnet110"}  # ImageNet net; 110 layers (resnet20-56 cover its structure)
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in list_models()]
 MODELS.append("tiny-flatten")  # no registry model has a Linear reading a flattened H x W map
 
