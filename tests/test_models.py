@@ -98,8 +98,21 @@ def test_register_model_rejects_a_different_function_with_a_taken_name() -> None
 
 def test_vgg16_weights_and_macs() -> None:
     model = create_model("vgg16")
-    assert conv_linear_weights(model) == 14_977_728
-    assert count_macs(model, (3, 32, 32)) == pytest.approx(313.7e6, rel=0.005)
+    # by hand: 13 bias-free 3x3 convs (64, 64, M, 128, 128, M, 256 x3, M, 512 x3, M, 512 x3, M)
+    # on 32, 32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2 pixels a side, then Linear 512-512-10
+    cfg = [(64, 32), (64, 32), (128, 16), (128, 16), (256, 8), (256, 8), (256, 8),
+           (512, 4), (512, 4), (512, 4), (512, 2), (512, 2), (512, 2)]
+    weights = macs = 0
+    c_in = 3
+    for c, side in cfg:
+        weights += 9 * c_in * c
+        macs += 9 * c_in * c * side * side
+        c_in = c
+    weights += 512 * 512 + 512 * 10
+    macs += 512 * 512 + 512 * 10
+    assert conv_linear_weights(model) == weights == 14_977_728
+    assert count_macs(model, (3, 32, 32)) == macs
+    assert macs == pytest.approx(313.7e6, rel=0.005)  # the usual "313 M" of CIFAR VGG16
 
 
 def test_vgg16_layer_sizes_reproduce_mint_overall_compression() -> None:
