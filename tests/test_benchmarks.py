@@ -119,11 +119,28 @@ def test_harness_cell_and_resume(tiny, tmp_path):
     res = json.loads((tmp_path / "res" / "compare_tiny.json").read_text())
     assert set(res["cells"]) == {"l1__params50__seed0", "random__params50__seed0"}
     cell = res["cells"]["l1__params50__seed0"]
-    assert cell["status"] == "ok" and cell["weights_removed_pct"] >= 50.0
-    for k in ("accuracy_pruned", "accuracy_finetuned", "macs_after", "params_after",
-              "prune_seconds"):
-        assert cell[k] is not None
+    assert cell["status"] == "ok" and 50.0 <= cell["weights_removed_pct"] < 53.0
+    # the recorded counts and accuracy are those of the model its `remove` describes
+    from snacs.apply import remove_channels
+    from snacs.metrics import conv_linear_weights, count_macs, count_parameters
+    from snacs.train import evaluate
+
+    pruned = copy.deepcopy(model)
+    remove_channels(pruned, tiny[1], {int(k): v for k, v in cell["remove"].items()})
+    pruned.eval()
+    assert cell["weights_after"] == conv_linear_weights(pruned)
+    assert cell["params_after"] == count_parameters(pruned) < count_parameters(model)
+    assert cell["macs_after"] == count_macs(pruned, SHAPE) < count_macs(model, SHAPE)
+    assert cell["weights_removed_pct"] == pytest.approx(
+        100 * (1 - conv_linear_weights(pruned) / conv_linear_weights(model)))
+    assert "accounting_mismatch" not in cell  # the selection's prediction was exact
+    assert cell["accuracy_pruned"] == pytest.approx(evaluate(pruned, test)["accuracy"])
+    # 50 test images: accuracies are multiples of 2 %, in [0, 100]
+    for k in ("accuracy_pruned", "accuracy_finetuned"):
+        assert 0.0 <= cell[k] <= 100.0 and cell[k] / 2.0 == pytest.approx(round(cell[k] / 2.0)), k
+    assert cell["prune_seconds"] > 0 and cell["finetune_seconds"] > 0
     assert set(cell["latency_ms"]) == {"bs1", "bs64"}
+    assert all(v["base"] > 0 and v["pruned"] > 0 for v in cell["latency_ms"].values())
     assert res["finetune"]["epochs"] == 1 and "description" in res["finetune"]
     h2 = C.Harness(suite, **kw)
     assert all(h2.done(c["id"]) for c in cells)

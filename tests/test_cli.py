@@ -11,6 +11,14 @@ import torch
 
 import snacs
 from snacs.cli import main
+from snacs.metrics import conv_linear_weights, count_macs, count_parameters
+from snacs.train import evaluate
+
+
+def _test_split():
+    from snacs.cli import build_dataset
+
+    return build_dataset("synthetic", "test", None)
 
 
 def run(argv, capsys):
@@ -30,9 +38,11 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_and_result(trained):
     res = json.loads((trained / "result.json").read_text())
-    assert res["epochs_run"] == 4 and res["test_accuracy"] > 30.0
+    assert res["epochs_run"] == 4 and 30.0 < res["test_accuracy"] <= 100.0
     m = snacs.load(trained / "model.pt")
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # the recorded accuracy is the saved model's on the split the CLI opens
+    assert res["test_accuracy"] == pytest.approx(evaluate(m, _test_split())["accuracy"])
     assert (trained / "last.pt").is_file() and (trained / "best.pt").is_file()
 
 
@@ -47,10 +57,23 @@ def test_prune_end_to_end_outputs(trained, tmp_path, capsys):
               "settings.json"):
         assert (out / f).is_file(), f
     res = json.loads((out / "result.json").read_text())
-    assert res["weights_after"] < res["weights_before"]
-    assert res["accuracy_finetuned"] is not None and res["latency_after_ms"] > 0
+    base = snacs.load(trained / "model.pt")
     slim = snacs.load(out / "model.pt")
-    assert sum(p.numel() for p in slim.parameters()) == res["params_after"]
+    # counts are those of the two models, measured here
+    assert res["weights_before"] == conv_linear_weights(base)
+    assert res["weights_after"] == conv_linear_weights(slim) < res["weights_before"]
+    assert res["params_before"] == count_parameters(base)
+    assert res["params_after"] == count_parameters(slim)
+    assert res["macs_before"] == count_macs(base, (3, 32, 32))
+    assert res["macs_after"] == count_macs(slim, (3, 32, 32)) < res["macs_before"]
+    assert res["weights_pruned_pct"] == pytest.approx(100 * (1 - res["weights_after"] / res["weights_before"]))
+    # accuracies: before = the trained model's; fine-tuned = the saved model's (same split)
+    test = _test_split()
+    assert res["accuracy_before"] == pytest.approx(evaluate(base, test)["accuracy"])
+    assert res["accuracy_finetuned"] == pytest.approx(evaluate(slim, test)["accuracy"])
+    for k in ("accuracy_before", "accuracy_pruned", "accuracy_finetuned"):
+        assert 0.0 <= res[k] <= 100.0, k
+    assert res["latency_before_ms"] > 0 and res["latency_after_ms"] > 0
     assert "report:" in stdout and "MACs" in stdout
     # the report names the command as given, also when the CLI is called from Python
     assert "snacs prune --checkpoint " in (out / "report.md").read_text()

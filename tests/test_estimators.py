@@ -110,19 +110,25 @@ def test_edge_mi_bivariate_gaussian_monotone_and_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    "fn",
+    ("fn", "lo", "hi"),
     [
-        gaussian_cmi,
-        lambda x, y, z: gaussian_cmi(x, y, z, copula=True),
-        knn_cmi,
-        lambda x, y, z: edge_cmi(x, y, z, faithful=True),
+        # N = 2000: the Gaussian forms' sampling error at r = 0.9 is about 0.01 bit.
+        pytest.param(gaussian_cmi, -0.04, 0.04, id="gaussian"),
+        pytest.param(lambda x, y, z: gaussian_cmi(x, y, z, copula=True), -0.04, 0.04, id="copula"),
+        # KSG's known bias at N = 2000, k = 5 is small and negative (measured -0.01..-0.03 bit).
+        pytest.param(knn_cmi, -0.06, 0.03, id="knn"),
+        # EDGE's measured bias is +0.1..+0.2 bit (benchmarks/estimator_quality.py): loose.
+        pytest.param(lambda x, y, z: edge_cmi(x, y, z, faithful=True), -0.4, 0.4, id="edge"),
     ],
 )
-def test_mi_without_conditioning_monotone(fn) -> None:
+def test_mi_without_conditioning_against_closed_form(fn, lo: float, hi: float) -> None:
+    # I(X; Y) = -log2(1 - r^2) / 2 bits; a result in nats (x ln 2) misses r = 0.6 and 0.9 by
+    # 0.07 and 0.37 bit, beyond every tight window above.
     est = [fn(*bivariate(r), None) for r in RS]
     assert abs(est[0]) < 0.05
     assert all(a < b for a, b in zip(est, est[1:], strict=False))
-    assert abs(est[-1] - true_mi(0.9)) < 0.4
+    for r, e in zip(RS, est, strict=True):
+        assert lo <= e - true_mi(r) <= hi, (r, e, true_mi(r))
 
 
 CMI_BS = (0.1, 0.25, 0.4, 0.6, 0.8, 1.0, 1.4, 2.0)
@@ -273,6 +279,162 @@ def test_gaussian_shrinkage_with_few_samples() -> None:
     assert gaussian_cmi(x, y, z) == pytest.approx(gaussian_cmi(x, y, z, shrinkage=0.0), abs=0.01)
 
 
+# --------------------------------------------------------------------------- Gaussian log-det, by hand
+
+PG_RAGGED = [np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7]), np.array([8])]
+PG_SCATTERED = [np.array([0, 4, 8]), np.array([1, 5]), np.array([2, 6, 3, 7])]
+
+
+def _corr(*blocks: np.ndarray) -> np.ndarray:
+    """Sample correlation (population std) of the columns of the given blocks, numpy only."""
+    d = np.column_stack([np.asarray(b, float).reshape(len(b), -1) for b in blocks])
+    d = (d - d.mean(0)) / d.std(0)
+    return d.T @ d / len(d)
+
+
+def _logdet(c: np.ndarray, idx) -> float:
+    idx = list(idx)
+    return float(np.linalg.slogdet(c[np.ix_(idx, idx)])[1]) if idx else 0.0
+
+
+def ref_gaussian_cmi(x, y, z, *, parent_shrinkage: float = 0.0) -> float:
+    """I(X; Y | Z) in bits from determinants of the sample correlation matrix:
+    [log det C_XZ + log det C_YZ - log det C_Z - log det C_XYZ] / (2 ln 2).
+
+    `parent_shrinkage` δ replaces the parent block C_PP (P = [Y, Z]) by (1 - δ) C_PP + δ I and
+    leaves the child rows alone (Ledoit–Wolf shrinkage of the parents' covariance only).
+    """
+    x, y = np.asarray(x, float).reshape(len(x), -1), np.asarray(y, float).reshape(len(y), -1)
+    z = np.zeros((len(x), 0)) if z is None else np.asarray(z, float).reshape(len(x), -1)
+    dx, dy, dz = x.shape[1], y.shape[1], z.shape[1]
+    c = _corr(y, z, x)  # parents first
+    n_p = dy + dz
+    c[:n_p, :n_p] = (1 - parent_shrinkage) * c[:n_p, :n_p] + parent_shrinkage * np.eye(n_p)
+    iy, iz, ix = range(dy), range(dy, n_p), range(n_p, n_p + dx)
+    val = (_logdet(c, [*ix, *iz]) + _logdet(c, [*iy, *iz]) - _logdet(c, iz)
+           - _logdet(c, [*ix, *iy, *iz]))
+    return 0.5 * val / math.log(2)
+
+
+def ref_normal_scores(a: np.ndarray) -> np.ndarray:
+    from scipy.stats import norm, rankdata
+
+    a = np.asarray(a, float).reshape(len(a), -1)
+    return norm.ppf(rankdata(a, axis=0) / (len(a) + 1))
+
+
+def test_gaussian_mi_and_cmi_in_bits_against_closed_forms() -> None:
+    # Large N, so sampling error (~0.005 bit) is far below a bits/nats slip (x0.69).
+    for r in (0.3, 0.6, 0.9):
+        x, y = bivariate(r, n=20000, seed=1)
+        assert gaussian_cmi(x, y, None) == pytest.approx(true_mi(r), abs=0.015)
+        assert gaussian_cmi(x, y, None, copula=True) == pytest.approx(true_mi(r), abs=0.015)
+    for b in (0.4, 1.0, 2.0):
+        truth = 0.5 * math.log2(1 + b * b)
+        x, y, z = cmi_sweep_data(b, 3, n=20000)
+        assert gaussian_cmi(x, y, z) == pytest.approx(truth, abs=0.015)
+        assert gaussian_cmi(x, y, z, copula=True) == pytest.approx(truth, abs=0.015)
+    # exact in the sample: MI of two columns is -log2(1 - r_hat^2)/2 with r_hat from numpy
+    x, y = bivariate(0.7, n=500, seed=2)
+    r_hat = np.corrcoef(x, y)[0, 1]
+    assert gaussian_cmi(x, y, None, ridge=0.0) == pytest.approx(-0.5 * math.log2(1 - r_hat**2), abs=1e-9)
+
+
+@pytest.mark.parametrize(("dx", "dy", "dz"), [(1, 1, 0), (1, 1, 2), (2, 3, 4), (3, 1, 7)])
+def test_gaussian_without_shrinkage_is_the_sample_covariance_formula(dx, dy, dz) -> None:
+    rng = np.random.default_rng(dx * 100 + dy * 10 + dz)
+    n = 400
+    z = rng.standard_normal((n, dz)) @ rng.standard_normal((dz, dz)) if dz else None
+    y = rng.standard_normal((n, dy)) + (z[:, :1] if dz else 0.0)
+    x = y @ rng.standard_normal((dy, dx)) * 0.5 + rng.standard_normal((n, dx))
+    if dz:
+        x = x + z[:, -1:]
+    got = gaussian_cmi(x * 3.0 + 1.0, y, z, shrinkage=0.0, ridge=0.0)
+    assert got == pytest.approx(ref_gaussian_cmi(x, y, z), abs=1e-6)
+    assert got > 0.05  # a real dependence, so the comparison is not 0 == 0
+
+
+@pytest.mark.parametrize("pg", [PG_RAGGED, PG_SCATTERED], ids=["ragged", "scattered"])
+def test_gaussian_matrix_cells_equal_the_formula(pg: list) -> None:
+    p, c = small_layer()
+    cg = [np.array([0, 1, 2]), np.array([3, 4])]
+    for copula in (False, True):
+        est = "gaussian_copula" if copula else "gaussian"
+        got = cmi_matrix(p, c, pg, cg, estimator=est, shrinkage=0.0, ridge=0.0)
+        pp, cc = (ref_normal_scores(p), ref_normal_scores(c)) if copula else (p, c)
+        expected = np.array([[ref_gaussian_cmi(cc[:, cj], pp[:, g], pp[:, np.setdiff1d(np.arange(9), g)])
+                              for g in pg] for cj in cg])
+        np.testing.assert_allclose(got, np.maximum(expected, 0.0), rtol=0, atol=1e-6, err_msg=est)
+        assert expected.max() > 0.1
+
+
+def test_gaussian_copula_invariant_under_monotone_maps() -> None:
+    rng = np.random.default_rng(11)
+    n = 1000
+    z = rng.standard_normal((n, 2))
+    y = rng.standard_normal((n, 2)) + 0.5 * z[:, :1]
+    x = y @ np.array([[1.0], [0.5]]) + z[:, 1:] + rng.standard_normal((n, 1))
+    exact = gaussian_cmi(x, y, z, copula=True, shrinkage=0.0, ridge=0.0)
+    assert exact == pytest.approx(ref_gaussian_cmi(ref_normal_scores(x), ref_normal_scores(y),
+                                                   ref_normal_scores(z)), abs=1e-6)
+    base = gaussian_cmi(x, y, z, copula=True)
+    maps = [np.exp, lambda a: a**3, lambda a: 1 / (1 + np.exp(-a)), lambda a: -a, np.arctan]
+    xm = maps[0](x)
+    ym = np.column_stack([maps[1](y[:, 0]), maps[2](y[:, 1])])
+    zm = np.column_stack([maps[3](z[:, 0]), 5 * maps[4](z[:, 1]) - 2])
+    assert gaussian_cmi(xm, ym, zm, copula=True) == pytest.approx(base, abs=1e-9)
+    assert gaussian_cmi(xm, ym, zm, copula=True, shrinkage=0.0, ridge=0.0) == pytest.approx(exact, abs=1e-9)
+    # the plain Gaussian form is not invariant: the maps are far from linear
+    assert abs(gaussian_cmi(xm, ym, zm) - gaussian_cmi(x, y, z)) > 0.02
+
+
+@pytest.mark.xfail(reason="shrinkage applied to cross terms, fixed on branch wip-hash", strict=True)
+def test_gaussian_fixed_shrinkage_shrinks_only_the_parent_block() -> None:
+    p, c = small_layer()
+    for delta in (0.3, 0.8):
+        got = cmi_matrix(p, c, PG_RAGGED, 1, estimator="gaussian", shrinkage=delta, ridge=0.0)
+        expected = [ref_gaussian_cmi(c, p[:, g], p[:, np.setdiff1d(np.arange(9), g)],
+                                     parent_shrinkage=delta) for g in PG_RAGGED]
+        np.testing.assert_allclose(got[0], np.maximum(expected, 0.0), rtol=0, atol=1e-6)
+
+
+def _factor_parents(n: int, n_p: int, seed: int, a: float = 1.0):
+    """Correlated parents (3 factors + noise) and a child a·P_0 + e; the exact I(X; P_0 | rest)."""
+    rng = np.random.default_rng(seed)
+    load = rng.standard_normal((3, n_p)) * 0.6
+    p = rng.standard_normal((n, 3)) @ load + rng.standard_normal((n, n_p))
+    cov = load.T @ load + np.eye(n_p)
+    v0 = cov[0, 0] - cov[0, 1:] @ np.linalg.solve(cov[1:, 1:], cov[1:, 0])  # Var(P_0 | rest)
+    c = a * p[:, :1] + rng.standard_normal((n, 1))
+    return p, c, 0.5 * math.log2(1 + a * a * v0)
+
+
+@pytest.mark.xfail(reason="shrinkage applied to cross terms, fixed on branch wip-hash", strict=True)
+def test_gaussian_default_shrinkage_bias_is_small() -> None:
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    # N = 200 samples for 40 correlated parents: the Ledoit–Wolf intensity is about 0.08.
+    # Measured with the parent block shrunk: bias -0.03 bit (sd 0.06 per draw); shrinking the
+    # parent-child cross terms as well biases it to -0.18 bit (the signal scales by (1 - δ)²).
+    errs, deltas = [], []
+    for seed in range(20):
+        p, c, truth = _factor_parents(200, 40, seed)
+        ps = (p - p.mean(0)) / p.std(0)
+        deltas.append(ledoit_wolf_shrinkage(ps, assume_centered=True))
+        errs.append(gaussian_cmi(c, p[:, :1], p[:, 1:]) - truth)
+    assert 0.04 < np.mean(deltas) < 0.2  # the shrinkage is really in play
+    assert abs(np.mean(errs)) < 0.08, np.mean(errs)
+
+
+def test_knn_cmi_within_its_known_bias() -> None:
+    # Frenzel–Pompe at N = 2000, k = 5 on X = bY + Z-terms + e: measured bias -0.00 (b = 0.25),
+    # -0.03 (b = 1) and -0.10 bit (b = 2, 4-D joint space): slightly low, never high.
+    for b, lo in ((0.25, -0.05), (1.0, -0.08), (2.0, -0.16)):
+        truth = 0.5 * math.log2(1 + b * b)
+        err = knn_cmi(*cmi_sweep_data(b, 1)) - truth
+        assert lo <= err <= 0.03, (b, err)
+
+
 # --------------------------------------------------------------------------- batched == cell by cell
 
 
@@ -285,8 +447,6 @@ def _cells(p: np.ndarray, c: np.ndarray, pg: list, cg: list, fn) -> np.ndarray:
     return out
 
 
-PG_RAGGED = [np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7]), np.array([8])]
-PG_SCATTERED = [np.array([0, 4, 8]), np.array([1, 5]), np.array([2, 6, 3, 7])]
 
 
 @pytest.mark.parametrize("pg", [PG_RAGGED, PG_SCATTERED], ids=["ragged", "scattered"])
@@ -294,13 +454,13 @@ def test_acmi_batched_equals_cell_by_cell(pg: list) -> None:
     p, c = small_layer()
     cg = make_groups(5, 2)
     w = np.random.default_rng(1).standard_normal((5, 9, 3, 3))
+    # Each batched matrix against a separately written cell-by-cell estimator. The Gaussian
+    # estimators are checked against the covariance formula itself in
+    # test_gaussian_matrix_cells_equal_the_formula; gmi's matrix is a loop over gmi_cmi.
     naive = {
         "edge": lambda x, a, yi, zi: edge_cmi_columns(x, a, yi, seed=2),
         "edge_faithful": lambda x, a, yi, zi: edge_mi(x, a, seed=2) - edge_mi(x, a[:, zi], seed=2),
-        "gaussian": lambda x, a, yi, zi: gaussian_cmi(x, a[:, yi], a[:, zi]),
-        "gaussian_copula": lambda x, a, yi, zi: gaussian_cmi(x, a[:, yi], a[:, zi], copula=True),
-        "knn": lambda x, a, yi, zi: knn_cmi(x, a[:, yi], a[:, zi]),
-        "gmi": lambda x, a, yi, zi: gmi_cmi(x, a[:, yi], a[:, zi], seed=2),
+        "knn": lambda x, a, yi, zi: knn_cmi(x, a[:, yi], a[:, zi]),  # cKDTree vs torch brute force
     }
     phi = phi_matrix(w, pg, cg, "weight")
     for est, fn in naive.items():
@@ -323,8 +483,8 @@ def test_single_parent_group_gives_mutual_information() -> None:
     p, c = small_layer()
     m = cmi_matrix(p, c, 1, 1, estimator="edge_faithful", seed=1)
     assert m[0, 0] == pytest.approx(edge_mi(c, p, seed=1), abs=1e-12)
-    g = cmi_matrix(p, c, 1, 1, estimator="gaussian")
-    assert g[0, 0] == pytest.approx(gaussian_cmi(c, p, None), abs=1e-12)
+    g = cmi_matrix(p, c, 1, 1, estimator="gaussian", shrinkage=0.0, ridge=0.0)
+    assert g[0, 0] == pytest.approx(ref_gaussian_cmi(c, p, None), abs=1e-9)
 
 
 def test_acmi_output_contract() -> None:

@@ -58,7 +58,8 @@ def test_pairs_custom_network():
     assert sorted(stream.consumers) == ["a", "fc1"]
 
 
-@pytest.mark.parametrize("name", ["simplecnn", "vgg16", "resnet20", "mobilenetv2", "resnet50"])
+@pytest.mark.parametrize("name", ["simplecnn", "vgg16", "resnet20", "mobilenetv2",
+                                  pytest.param("resnet50", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("granularity", ["filter", "connection"])
 def test_every_registry_model_prunes(name, granularity):
     from snacs.data import synthetic
