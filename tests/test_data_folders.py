@@ -55,7 +55,7 @@ def _random_folder(root: Path, splits=("train", "test"), n=3, hw=(32, 32)) -> di
 
 
 @pytest.mark.parametrize("opts", [{"image_size": 32}, {"crop": 32}, {"size": 32},
-                                  {"image_size": 32, "resize": 40}])
+                                  {"resize": 32, "crop": 32}])
 def test_native_size_images_are_bit_exact(tmp_path: Path, opts: dict) -> None:
     written = _random_folder(tmp_path, n=2)
     ds = image_folder("test", tmp_path, **opts)
@@ -65,6 +65,16 @@ def test_native_size_images_are_bit_exact(tmp_path: Path, opts: dict) -> None:
     # the in-memory copy holds the same bytes
     mem = ds.to_memory()
     assert torch.equal(mem.images[0], torch.from_numpy(written[ds.paths[0]]).permute(2, 0, 1))
+
+
+def test_an_explicit_resize_applies_to_native_size_images(tmp_path: Path) -> None:
+    written = _random_folder(tmp_path, n=1)
+    arr = written[tmp_path / "test" / "a" / "0.png"]
+    # the old --image-size 32 transform, now only on request: 32 -> 37, centre crop 32 at 2
+    ds = image_folder("test", tmp_path, resize=37, crop=32)
+    big = np.asarray(Image.fromarray(arr).resize((37, 37), Image.Resampling.BILINEAR))
+    assert torch.equal(ds.load_uint8(0), torch.from_numpy(big[2:34, 2:34].copy()).permute(2, 0, 1))
+    assert ds.preprocessing["transform"].startswith("every image whose shorter side is not 37")
 
 
 def test_native_size_jpeg_matches_a_plain_decode(tmp_path: Path) -> None:

@@ -240,16 +240,17 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                              "dataset)")
     g.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="the model's input size S: images already SxS are used exactly as they "
-                        "are; others get their shorter side resized to S (or to --resize) and an "
-                        "SxS centre crop (default without any size flag: --resize 256 --crop 224)")
+                        "are; others get their shorter side resized to S and an SxS centre crop "
+                        "(default without any size flag: --resize 256 --crop 224)")
     g.add_argument("--resize", type=int, default=None, metavar="R",
-                   help="resize the shorter side of each image to R pixels (aspect kept, "
-                        "bilinear) before the centre crop; images whose shorter side is already "
-                        "R are not resized (default: S with --image-size, round(C/0.875) with "
-                        "--crop)")
+                   help="resize the shorter side of every image whose shorter side is not R to R "
+                        "pixels (aspect kept, bilinear) before the centre crop, also images "
+                        "already at the crop size (default: S with --image-size; round(C/0.875) "
+                        "with --crop alone, sparing images already CxC)")
     g.add_argument("--crop", type=int, default=None, metavar="C",
                    help="centre-crop CxC after resizing: the size the model sees (same as "
-                        "--image-size; default: R with only --resize)")
+                        "--image-size; default: R with only --resize); images already CxC are "
+                        "not resized unless --resize is given")
     g.add_argument("--mean", nargs="+", default=None, metavar="M",
                    help="per-channel mean the model was trained with, in [0, 1] units: three "
                         "numbers or a preset (imagenet, cifar10, none = no normalisation). "

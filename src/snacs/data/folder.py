@@ -89,13 +89,15 @@ def _to_rgb(img: PILImage) -> np.ndarray:
 class ImageFolderDataset(Dataset):
     """Images in ``root/<split>/<class>/`` (or ``root/<class>/``), read and resized on access.
 
-    Size options (an image already at the output size is always used as it is):
+    Size options (an image already at the output size is used as it is, unless ``resize`` is
+    given explicitly):
 
     * ``image_size=S``: the model's input size; other images get their shorter side resized to
-      ``S`` (aspect kept), then an ``S``×``S`` centre crop. ``resize`` may still be given.
-    * ``resize=R`` / ``crop=C``: shorter side to ``R``, then a ``C``×``C`` centre crop; ``crop``
-      alone uses ``R = round(C / 0.875)`` (the ImageNet 256 → 224 transform), ``resize`` alone
-      crops ``R``×``R``. Nothing given: ``resize=256, crop=224``.
+      ``S`` (aspect kept), then an ``S``×``S`` centre crop.
+    * ``resize=R`` / ``crop=C``: shorter side to ``R`` (every image whose shorter side is not
+      already ``R``), then a ``C``×``C`` centre crop; ``crop`` alone (or ``image_size``) uses
+      ``R = round(C / 0.875)`` (the ImageNet 256 → 224 transform) for images not already
+      ``C``×``C``, ``resize`` alone crops ``R``×``R``. Nothing given: ``resize=256, crop=224``.
     * ``size=(h, w)``: resize straight to that size (aspect not kept); excludes the others.
 
     Args:
@@ -144,6 +146,7 @@ class ImageFolderDataset(Dataset):
     ) -> None:
         pre: dict[str, Any] = {}
         self._size, self._resize, self._crop = None, None, None
+        self._resize_all = False
         if size is not None:
             if image_size is not None or crop is not None or resize is not None:
                 raise ConfigError("give either size, or image_size/resize/crop, not both")
@@ -163,6 +166,8 @@ class ImageFolderDataset(Dataset):
             if c is None:
                 c = resize if resize is not None else 224
             self._crop = int(c)
+            # an explicit resize applies to every image; a derived one spares native-size images
+            self._resize_all = resize is not None
             if resize is not None:
                 self._resize = int(resize)
             elif image_size is not None:
@@ -173,8 +178,10 @@ class ImageFolderDataset(Dataset):
                 raise ConfigError(f"resize ({self._resize}) must be at least crop ({self._crop})")
             out = (self._crop, self._crop)
             pre.update(resize=self._resize, crop=self._crop)
-            pre["transform"] = (f"images already {self._crop}x{self._crop} are used as they are; "
-                                f"others: shorter side resized to {self._resize} (bilinear), "
+            spared = ("every image whose shorter side is not " + str(self._resize)
+                      if self._resize_all else
+                      f"images already {self._crop}x{self._crop} are used as they are; others")
+            pre["transform"] = (f"{spared}: shorter side resized to {self._resize} (bilinear), "
                                 f"then a centre crop of {self._crop}x{self._crop}")
         if min(out) <= 0:
             raise ConfigError(f"image size must be positive, got {out}")
@@ -361,7 +368,7 @@ class ImageFolderDataset(Dataset):
 
         h, w = arr.shape[:2]
         oh, ow = self._out
-        if (h, w) == (oh, ow):
+        if (h, w) == (oh, ow) and not (self._resize_all and min(h, w) != self._resize):
             return arr
         img = Image.fromarray(arr)
         if self._size is not None:
@@ -419,7 +426,7 @@ def image_folder(
         root: dataset directory (required).
         image_size: output side; images of that size are used as they are, others get their
             shorter side resized to it and a centre crop.
-        resize: shorter side before cropping.
+        resize: shorter side before cropping, applied to every image whose shorter side differs.
         crop: centre-crop side (alone: resize ``round(crop / 0.875)``).
         size: resize straight to this size instead of resize-and-crop.
         mean: per-channel mean (numbers or ``imagenet``/``cifar10``/``none``), default ImageNet's.
