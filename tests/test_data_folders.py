@@ -475,3 +475,12 @@ def test_real_cifar_jpeg_wrong_normalisation_is_caught(tmp_path, capsys) -> None
     err = capsys.readouterr().err
     assert "base check failed" in err and "far below the expected 93.62 %" in err
     assert "Most likely fix: --mean imagenet --std imagenet" in err
+
+
+def test_yaml_mean_std(trained_on_folder, tmp_path, capsys) -> None:
+    root, path = trained_on_folder
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  mean: [0.0, 0.0, 0.0]\n  std: none\n")
+    res = _evaluate(["evaluate", "--checkpoint", str(path), "--dataset", "image-folder",
+                     "--data-root", str(root), "--config", str(cfg), "--no-progress"], capsys)
+    assert res["data"]["mean"] == [0.0] * 3 and res["data"]["std"] == [1.0] * 3
