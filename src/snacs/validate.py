@@ -362,6 +362,7 @@ def check_base_model(model: nn.Module, data, *, samples: int = BASE_CHECK_SAMPLE
     from snacs.train import evaluate
 
     classes = list(getattr(data, "classes", []) or [])
+    check_finite_weights(model)  # a NaN model scores at chance; say why
     check_model_fits_data(model, tuple(data.image_shape), len(classes) or None)
     n = len(data)
     gen = torch.Generator().manual_seed(int(seed))
