@@ -393,7 +393,7 @@ def test_image_folder_size_and_in_memory(folder_root: Path) -> None:
 
 def test_image_folder_errors(folder_root: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"does not exist.*--data-root"):
-        image_folder("test", folder_root)
+        image_folder("holdout", folder_root)
     with pytest.raises(ConfigError, match="--data-root"):
         image_folder("train", None)
     with pytest.raises(ConfigError, match="either size"):

@@ -20,6 +20,7 @@ from snacs.cli_common import (
     apply_config,
     build_dataset,
     build_model,
+    data_record,
     dataset_extra,
     init_distributed,
     load_config_file,
@@ -51,9 +52,11 @@ def cmd_train(args) -> int:
     res = train(model, train_set, cfg, out_dir=out, resume=args.resume, test_set=test_set,
                 progress=progress_enabled(args))
     if is_main_process():
-        snacs.io.save(model, out / "model.pt", extra={"train": res.to_dict()})
+        snacs.io.save(model, out / "model.pt",
+                      extra={"train": res.to_dict(), "data": data_record(train_set)})
         summary = {"command": "train", "model": getattr(model, "snacs_spec", None),
-                   "dataset": args.dataset, "config": vars(cfg) | {"milestones": list(cfg.milestones)},
+                   "dataset": args.dataset, "data": data_record(train_set),
+                   "config": vars(cfg) | {"milestones": list(cfg.milestones)},
                    "test_accuracy": res.test_accuracy, "best_val_accuracy": res.best_val_accuracy,
                    "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                    "seconds": res.seconds, "history": res.history}
@@ -71,7 +74,7 @@ def cmd_evaluate(args) -> int:
     model = build_model(args, test_set)
     res = evaluate(model, test_set, progress=progress_enabled(args))
     res.update(parameters=count_parameters(model), conv_linear_weights=conv_linear_weights(model),
-               macs=count_macs(model, test_set.image_shape))
+               macs=count_macs(model, test_set.image_shape), data=data_record(test_set))
     print(json.dumps(res, indent=2))
     return 0
 

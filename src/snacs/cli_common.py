@@ -90,13 +90,70 @@ def build_dataset(name: str, split: str, root: str | None, **extra):
     return get_dataset(name, split=split, root=root, **opts)
 
 
+def _saved_data(args) -> dict:
+    """Data settings stored in the snacs model file given with --checkpoint or --load ({})."""
+    if not hasattr(args, "_saved_data"):
+        import snacs.io
+
+        src = getattr(args, "load", None) or getattr(args, "checkpoint", None)
+        args._saved_data = snacs.io.saved_data(src) if src and Path(src).is_file() else {}
+    return args._saved_data
+
+
+# datasets whose loaders take mean/std (synthetic computes its own and takes none)
+_NORMALISED = ("fashion-mnist", "cifar10", "cifar10-jpeg", "image-folder")
+
+
 def dataset_extra(args) -> dict:
-    extra = {}
+    """Loader options from the data flags; normalisation and image-folder sizes not given on the
+    command line or in the config come from the model file (--checkpoint/--load) when it has
+    them."""
+    from snacs.data.normalization import parse_stats
+
+    extra: dict[str, Any] = {}
+    name = getattr(args, "dataset", "")
     if getattr(args, "download", False):
         extra["download"] = True
-    if getattr(args, "image_size", None) and getattr(args, "dataset", "") == "image-folder":
-        extra["crop"] = args.image_size
+    saved = _saved_data(args)
+    if name in _NORMALISED:
+        for key in ("mean", "std"):
+            value = parse_stats(getattr(args, key, None))
+            if value is None and saved.get(key):
+                value = tuple(saved[key])
+                log.info("using the %s %s stored in the model file", key, list(value))
+            if value is not None:
+                extra[key] = value
+    if name == "image-folder":
+        sizes = {k: getattr(args, k, None) for k in ("image_size", "resize", "crop")}
+        pre = saved.get("preprocessing") or {}
+        if all(v is None for v in sizes.values()) and saved.get("dataset") == "image-folder":
+            if pre.get("size"):
+                sizes = {"size": tuple(pre["size"])}
+            elif pre.get("crop"):
+                sizes = {"resize": pre.get("resize"), "crop": pre["crop"]}
+            log.info("using the image preprocessing stored in the model file: %s",
+                     pre.get("transform"))
+        extra.update({k: v for k, v in sizes.items() if v is not None})
+        classes = getattr(args, "classes", None)
+        if isinstance(classes, str):
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        if classes:
+            extra["classes"] = list(classes)
+        if getattr(args, "skip_bad_images", False):
+            extra["skip_bad_images"] = True
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in ("image_size", "resize", "crop", "classes")
+                 if getattr(args, k, None)]
+        if given:
+            log.warning("%s only apply to --dataset image-folder; ignored for %s",
+                        ", ".join(given), name)
     return extra
+
+
+def data_record(dataset) -> dict:
+    from snacs.data.normalization import data_record
+
+    return data_record(dataset)
 
 
 def build_model(args, dataset):
@@ -171,14 +228,42 @@ def train_config(args, **over):
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist",
-                   help="dataset name: fashion-mnist, cifar10, image-folder, synthetic "
-                        "(default: %(default)s)")
+                   help="dataset name: fashion-mnist, cifar10, cifar10-jpeg, image-folder, "
+                        "synthetic (default: %(default)s)")
     p.add_argument("--data-root", default=None,
-                   help="dataset directory (default: the dataset's standard location)")
+                   help="dataset directory (default: the dataset's standard location). For "
+                        "image-folder: ROOT/{train,test|val}/<class>/*.jpg, or ROOT/<class>/*.jpg "
+                        "(then split 80/20 per class, seed 0)")
     p.add_argument("--download", action="store_true",
                    help="download CIFAR-10 when it is missing (needs internet)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="center-crop size for image-folder datasets (default: 224)")
+    g = p.add_argument_group("image preprocessing (image-folder; normalisation: every image "
+                             "dataset)")
+    g.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="the model's input size S: images already SxS are used exactly as they "
+                        "are; others get their shorter side resized to S and an SxS centre crop "
+                        "(default without any size flag: --resize 256 --crop 224)")
+    g.add_argument("--resize", type=int, default=None, metavar="R",
+                   help="resize the shorter side of every image whose shorter side is not R to R "
+                        "pixels (aspect kept, bilinear) before the centre crop, also images "
+                        "already at the crop size (default: S with --image-size; round(C/0.875) "
+                        "with --crop alone, sparing images already CxC)")
+    g.add_argument("--crop", type=int, default=None, metavar="C",
+                   help="centre-crop CxC after resizing: the size the model sees (same as "
+                        "--image-size; default: R with only --resize); images already CxC are "
+                        "not resized unless --resize is given")
+    g.add_argument("--mean", nargs="+", default=None, metavar="M",
+                   help="per-channel mean the model was trained with, in [0, 1] units: three "
+                        "numbers or a preset (imagenet, cifar10, none = no normalisation). "
+                        "Default: the one stored in a snacs model file, else the dataset's "
+                        "(ImageNet's for image-folder and cifar10-jpeg, CIFAR-10's for cifar10)")
+    g.add_argument("--std", nargs="+", default=None, metavar="S",
+                   help="per-channel standard deviation, as --mean")
+    g.add_argument("--classes", default=None,
+                   help="image-folder: comma-separated class folder names in the model's label "
+                        "order (default: sorted folder names)")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="image-folder: check every image first and leave out unreadable ones "
+                        "(counted in the log and result.json) instead of stopping at the first")
 
 
 def add_model_args(p: argparse.ArgumentParser, checkpoint_help: str) -> None:

@@ -15,6 +15,7 @@ from snacs.cli_common import (
     add_train_args,
     build_dataset,
     build_model,
+    data_record,
     dataset_extra,
     init_distributed,
     progress_enabled,
@@ -29,7 +30,8 @@ log = logging.getLogger("snacs")
 PRUNE_KEYS = ("model", "width", "checkpoint", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
               "limits", "limit_fraction", "relax_limits", "grid_step", "probe", "sensitivity",
-              "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay")
+              "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay",
+              "image_size", "resize", "crop", "mean", "std", "classes", "skip_bad_images")
 
 
 def _limits_value(v: str):
@@ -99,6 +101,15 @@ def add_commands(sub) -> None:
     f.add_argument("--finetune-epochs", type=int, default=0,
                    help="epochs of fine-tuning after pruning (default: %(default)s)")
     add_train_args(f, epochs=0, lr=0.01, wd=5e-4)
+    b = p.add_argument_group("base check (before any pruning work)")
+    b.add_argument("--expect-accuracy", type=float, default=None, metavar="PCT",
+                   help="test accuracy (%%) the unpruned model should reach on this data; the run "
+                        "stops when it scores more than 20 points less on a few hundred held-out "
+                        "images (default: the accuracy recorded in the checkpoint, if any; the "
+                        "run always stops near chance)")
+    b.add_argument("--force", action="store_true",
+                   help="prune even when the base check fails (wrong normalisation, image size, "
+                        "class order or channels are the usual causes)")
     p.add_argument("--out", default="runs/prune", help="output directory (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow an output directory that holds a run with other settings")
@@ -187,8 +198,14 @@ def cmd_prune(args) -> int:
     if main:
         atomic_write_json(out / "settings.json", settings)
 
+    record = _checkpoint_record(args)
+    expect = args.expect_accuracy if args.expect_accuracy is not None else record["accuracy"]
+    if not args.checkpoint:
+        log.warning("no --checkpoint: the model has random weights; base check skipped")
     pruned, res = prune(model, train_set, eval_data=test_set,
-                        measure_latency=not args.no_latency and main, **params)
+                        measure_latency=not args.no_latency and main,
+                        base_check=bool(args.checkpoint), expect_accuracy=expect,
+                        expect_classes=record["classes"], force=args.force, **params)
     check_ranks_agree(res.plan_checksum, "pruning plan")
     if ft_cfg is not None:
         ft = train(pruned, train_set, ft_cfg, out_dir=out / "finetune", resume=args.resume,
@@ -206,7 +223,7 @@ def cmd_prune(args) -> int:
             from snacs.metrics import measure_latency
 
             res.latency_after_ms = measure_latency(final, pruned.snacs_pruner.input_shape_)["median_ms"]
-    snacs.io.save(final, out / "model.pt", extra={"result": res.to_dict()})
+    snacs.io.save(final, out / "model.pt", extra={"result": res.to_dict(), "data": res.data})
     res.save(out / "result.json")
     write_report(out, res, pruned.snacs_pruner.scores_,
                  command="snacs " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])))
@@ -214,6 +231,14 @@ def cmd_prune(args) -> int:
     print(f"\nreport: {out / 'report.md'}   model: {out / 'model.pt'}")
     _ = evaluate  # evaluation happens inside prune/train
     return 0
+
+
+def _checkpoint_record(args) -> dict:
+    """Accuracy and class names recorded in --checkpoint (None each when absent)."""
+    from snacs.validate import checkpoint_record
+
+    ckpt = getattr(args, "checkpoint", None)
+    return checkpoint_record(ckpt) if ckpt else {"accuracy": None, "classes": None}
 
 
 def cmd_finetune(args) -> int:
@@ -238,7 +263,8 @@ def cmd_finetune(args) -> int:
                 test_set=test_set, progress=progress_enabled(args))
     if not is_main_process():
         return 0
-    snacs.io.save(model, out / "model.pt", extra={"finetune": res.to_dict()})
+    snacs.io.save(model, out / "model.pt",
+                  extra={"finetune": res.to_dict(), "data": data_record(train_set)})
     atomic_write_json(out / "result.json", res.to_dict())
     print(f"test accuracy {res.test_accuracy:.2f} %; model saved to {out / 'model.pt'}")
     return 0
@@ -251,4 +277,8 @@ def cmd_export(args) -> int:
                         input_shape=tuple(args.input_shape) if args.input_shape else None)
     print(f"wrote {args.output} ({args.format}); max abs difference to PyTorch "
           f"{info['max_abs_diff']:.2e} (tolerance {info['tolerance']:.0e})")
+    data = info.get("data") or {}
+    if data.get("mean"):
+        print(f"inputs: {'x'.join(str(v) for v in info['input_shape'])}, (pixel / 255 - mean) / "
+              f"std with mean {data['mean']} and std {data['std']} (stored in the model file)")
     return 0

@@ -17,6 +17,9 @@ TOLERANCE = 1e-4  # max abs difference of logits between PyTorch and the exporte
 def _input_shape(model, given):
     if given:
         return tuple(given)
+    stored = (getattr(model, "snacs_data", None) or {}).get("image_shape")
+    if stored:  # the data the model was trained or pruned on (snacs.io.saved_data)
+        return tuple(int(v) for v in stored)
     spec = getattr(model, "snacs_spec", None) or {}
     c = spec.get("in_channels", 3)
     side = 224 if spec.get("name") == "resnet50" else 32
@@ -51,8 +54,13 @@ def export_model(source, output: str | os.PathLike, *, fmt: str = "torchscript",
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
+    data = getattr(model, "snacs_data", None) or {}
     if fmt == "torchscript":
-        frozen_torchscript(model, x).save(str(tmp))
+        import json
+
+        # the input normalisation travels with the deployed file (torch.jit.load(_extra_files=))
+        frozen_torchscript(model, x).save(str(tmp), _extra_files={"snacs_data.json":
+                                                                  json.dumps(data)})
         with torch.no_grad():
             got = torch.jit.load(str(tmp))(x)
     elif fmt == "onnx":
@@ -78,4 +86,4 @@ def export_model(source, output: str | os.PathLike, *, fmt: str = "torchscript",
         raise ConfigError(f"exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE:.0e})")
     os.replace(tmp, output)
     return {"max_abs_diff": diff, "tolerance": TOLERANCE, "input_shape": list(shape),
-            "format": fmt}
+            "format": fmt, "data": data}

@@ -15,7 +15,7 @@ from torch import nn
 from snacs.errors import CheckpointError, ConfigError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "save", "load",
-           "ensure_writable_dir"]
+           "ensure_writable_dir", "saved_data"]
 
 FORMAT = "snacs-model"
 FORMAT_VERSION = 1
@@ -141,6 +141,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None
     """
     _strip_pruning_reparam(model)
     spec = getattr(model, "snacs_spec", None)
+    extra = _with_data(model, extra)
     payload: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "extra": extra or {}}
     if spec is not None:
         payload.update(kind="registry", spec=dict(spec), structure=_structure(model),
@@ -191,4 +192,38 @@ def load(path: str | os.PathLike) -> nn.Module:
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit the saved structure: {e}") from None
     model.eval()
+    _attach_data(model, payload.get("extra"))
     return model
+
+
+# --------------------------------------------------------------------------- data settings
+# The data a model was trained/pruned on (normalisation, preprocessing, classes; see
+# snacs.data.normalization.data_record) travels in extra["data"]; a model carries it in Python as
+# `model.snacs_data`, so `snacs.save(snacs.load(p), q)` keeps it.
+
+def _with_data(model: nn.Module, extra: dict | None) -> dict | None:
+    data = getattr(model, "snacs_data", None)
+    if data and "data" not in (extra or {}):
+        return dict(extra or {}) | {"data": dict(data)}
+    return extra
+
+
+def _attach_data(model: nn.Module, extra: Any) -> None:
+    if isinstance(extra, dict) and isinstance(extra.get("data"), dict):
+        model.snacs_data = extra["data"]  # type: ignore[attr-defined]
+
+
+def saved_data(path: str | os.PathLike) -> dict:
+    """The data settings stored in a snacs model file (``mean``, ``std``, ``classes``,
+    ``image_shape``, ``preprocessing``); ``{}`` for files without them or other checkpoints."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - pickled models and other files: fall through
+        try:
+            payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - an unreadable file has no settings
+            return {}
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        return {}
+    data = (payload.get("extra") or {}).get("data")
+    return dict(data) if isinstance(data, dict) else {}

@@ -412,6 +412,8 @@ class PruneResult:
     plan_checksum: str = ""
     limit_fraction_used: float | None = None
     finetune: dict | None = None
+    base_check: dict | None = None
+    data: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -470,6 +472,10 @@ def prune(
     *,
     eval_data=None,
     measure_latency: bool = True,
+    base_check: bool = True,
+    expect_accuracy: float | None = None,
+    expect_classes: list[str] | None = None,
+    force: bool = False,
     **params: Any,
 ) -> tuple[nn.Module, PruneResult]:
     """Prune `model` with SNACS in one call and report what was done.
@@ -480,6 +486,11 @@ def prune(
             (inputs, labels) pair of tensors, or an iterable of (inputs, labels) batches.
         eval_data: optional held-out dataset; accuracy before and after pruning is measured on it.
         measure_latency: time a batch-1 forward pass before and after (1 thread).
+        base_check: with `eval_data`, first measure the unpruned model on a few hundred of its
+            images and stop when it does not fit the data (`snacs.validate.check_base_model`).
+        expect_accuracy: accuracy (%) the unpruned model should reach on `eval_data`.
+        expect_classes: class names in the model's label order, compared with the data's.
+        force: go on (with a warning) when the base check fails.
         **params: SNACS options (see `SNACS`).
 
     Returns:
@@ -494,7 +505,15 @@ def prune(
     from snacs.metrics import measure_latency as latency
     from snacs.train import evaluate
 
-    pruner = SNACS(**params).fit(model, data)
+    pruner = SNACS(**params)
+    pruner.validate()
+    base = None
+    if eval_data is not None and base_check:  # before any pruning work (issue 17)
+        from snacs.validate import check_base_model
+
+        base = check_base_model(model, eval_data, seed=pruner.seed, expect_accuracy=expect_accuracy,
+                                expect_classes=expect_classes, force=force)
+    pruner.fit(model, data)
     pruned = pruner.apply(model)
     shape = pruner.input_shape_
     sparse = pruner.granularity == "connection"
@@ -512,7 +531,13 @@ def prune(
         layers=_layer_table(model, pruned, pruner), timings=dict(pruner.timings_),
         plan_checksum=pruner.plan_.checksum(),
         limit_fraction_used=pruner.limit_fraction_,
+        base_check=base,
     )
+    if hasattr(data, "mean") and hasattr(data, "classes"):
+        from snacs.data.normalization import data_record
+
+        res.data = data_record(data)
+        pruned.snacs_data = res.data  # type: ignore[attr-defined] # saved with snacs.save
     if measure_latency:
         lat_model = pruned
         if sparse:

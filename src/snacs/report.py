@@ -142,6 +142,21 @@ def write_report(out: Path, result, scores: dict[str, np.ndarray] | None = None,
             "the smallest that reaches it.", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
+    data = getattr(result, "data", None) or {}
+    if data:
+        pre = data.get("preprocessing") or {}
+        fmt3 = ", ".join
+        lines += [f"Data: `{data.get('dataset')}`, input {'x'.join(map(str, data.get('image_shape', [])))}, "
+                  f"{pre.get('transform') or 'as stored'}; normalised with mean "
+                  f"({fmt3(f'{v:.4g}' for v in data.get('mean', []))}) and std "
+                  f"({fmt3(f'{v:.4g}' for v in data.get('std', []))}).", ""]
+    base = getattr(result, "base_check", None)
+    if base:
+        lines += [f"Base check: the unpruned model scored {base['accuracy']:.2f} % on "
+                  f"{base['samples']} held-out images before pruning"
+                  + (f" (expected {base['expected']:.2f} %)" if base.get("expected") else "")
+                  + (" — **failed, pruned anyway (--force)**" if base.get("forced") else "")
+                  + ".", ""]
     lines += [
         "| | before | after |", "|---|---:|---:|",
         f"| test accuracy (%) | {f(result.accuracy_before)} | pruned {f(result.accuracy_pruned)}"

@@ -85,6 +85,8 @@ class TensorImageDataset(Dataset):
         std: per-channel standard deviation in [0, 1] units.
         name: dataset name, e.g. ``"cifar10"``.
         split: split name, e.g. ``"train"``, for reports and cache keys.
+        preprocessing: how the images were produced (resizing, cropping, splitting), recorded in
+            result files; the normalisation is added to it as ``mean``/``std``.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class TensorImageDataset(Dataset):
         std: Sequence[float],
         name: str = "tensor",
         split: str | None = None,
+        preprocessing: dict | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(
@@ -119,6 +122,8 @@ class TensorImageDataset(Dataset):
         self.mean, self.std = check_stats(mean, std, images.shape[1], name)
         self.name = name
         self.split = split
+        self.preprocessing = dict(preprocessing or {}) | {"mean": list(self.mean),
+                                                           "std": list(self.std)}
         self._scale, self._shift = _affine(self.mean, self.std)
 
     @property
@@ -164,4 +169,5 @@ class TensorImageDataset(Dataset):
             self.std,
             name=self.name,
             split=self.split,
+            preprocessing=self.preprocessing,
         )

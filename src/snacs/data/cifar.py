@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from snacs.data.base import TensorImageDataset
+from snacs.data.normalization import CIFAR10_MEAN, CIFAR10_STD, Stats
 from snacs.errors import ConfigError, DataError
 
 __all__ = [
@@ -46,8 +47,6 @@ CIFAR10_CLASSES = [
     "ship",
     "truck",
 ]
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 _SPLIT_FILES = {
     "train": [f"data_batch_{i}" for i in range(1, 6)],
     "test": ["test_batch"],
@@ -127,6 +126,8 @@ def cifar10(
     split: str = "train",
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
+    mean: Stats | None = None,
+    std: Stats | None = None,
 ) -> TensorImageDataset:
     """Load CIFAR-10 into memory.
 
@@ -135,6 +136,9 @@ def cifar10(
         root: directory containing ``cifar-10-batches-py/``. Default: ``$SNACS_DATA`` or
             ``~/.cache/snacs/data``.
         download: fetch and verify the archive when the files are absent.
+        mean: per-channel mean, three numbers or a preset (``cifar10``, ``imagenet``, ``none``);
+            default CIFAR-10's training-set statistics.
+        std: per-channel std, likewise.
 
     Raises:
         DataError: files missing (and ``download`` is false), corrupt, or the download failed.
@@ -142,6 +146,9 @@ def cifar10(
     """
     if split not in _SPLIT_FILES:
         raise ConfigError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
+    from snacs.data.normalization import resolve_stats
+
+    mean_t, std_t = resolve_stats(mean, std, 3, "cifar10", (CIFAR10_MEAN, CIFAR10_STD))
     root = Path(root).expanduser() if root is not None else default_data_root()
     folder = root / CIFAR10_DIR
     absent = [f for f in _SPLIT_FILES[split] if not (folder / f).is_file()]
@@ -161,10 +168,11 @@ def cifar10(
         images,
         torch.from_numpy(labels),
         _class_names(folder),
-        CIFAR10_MEAN,
-        CIFAR10_STD,
+        mean_t,
+        std_t,
         name="cifar10",
         split=split,
+        preprocessing={"transform": "native 32x32, no resizing"},
     )
 
 

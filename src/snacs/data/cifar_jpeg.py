@@ -14,13 +14,13 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from snacs.data.base import TensorImageDataset
 from snacs.data.cifar import CIFAR10_CLASSES, _safe_members, default_data_root
+from snacs.data.normalization import Stats, resolve_stats
 from snacs.errors import ConfigError, DataError
 
 __all__ = ["CIFAR10_JPEG_ARCHIVE", "CIFAR10_JPEG_SHA256", "cifar10_jpeg", "find_cifar10_jpeg_archive"]
@@ -97,8 +97,8 @@ def cifar10_jpeg(
     root: str | os.PathLike[str] | None = None,
     *,
     archive: str | os.PathLike[str] | None = None,
-    mean: Sequence[float] = _DEFAULT_MEAN,
-    std: Sequence[float] = _DEFAULT_STD,
+    mean: Stats | None = None,
+    std: Stats | None = None,
 ) -> TensorImageDataset:
     """The JPEG copy of CIFAR-10 at its native 32x32, in memory.
 
@@ -108,8 +108,9 @@ def cifar10_jpeg(
             An already unpacked ``root/cifar10-jpeg`` is used without the archive.
         archive: path of ``cifar10-jpeg.tar.gz`` (default ``$SNACS_CIFAR10_JPEG``, then
             ``shared/data/`` next to the checkout).
-        mean: per-channel mean; default ImageNet's, which the shared pretrained ResNets expect.
-        std: per-channel std; default ImageNet's.
+        mean: per-channel mean, three numbers or a preset (``imagenet``, ``cifar10``, ``none``);
+            default ImageNet's, which the shared pretrained ResNets expect.
+        std: per-channel std, likewise.
 
     Raises:
         DataError: archive missing or damaged.
@@ -117,6 +118,8 @@ def cifar10_jpeg(
     """
     if split not in _SPLITS:
         raise ConfigError(f"cifar10-jpeg split must be 'train' or 'test', got {split!r}")
+    mean, std = resolve_stats(mean, std, 3, "cifar10-jpeg", (_DEFAULT_MEAN, _DEFAULT_STD))
+    pre = {"transform": "native 32x32, no resizing", "size": [32, 32]}
     cache = Path(root).expanduser() if root is not None else default_data_root()
     decoded = cache / f"{_DIR}-{split}.pt"
     if decoded.is_file():
@@ -125,7 +128,7 @@ def cifar10_jpeg(
             images, labels = blob["images"], blob["labels"]
             if images.shape == (_SPLITS[split], 3, 32, 32):
                 return TensorImageDataset(images, labels, CIFAR10_CLASSES, mean, std,
-                                          name="cifar10-jpeg", split=split)
+                                          name="cifar10-jpeg", split=split, preprocessing=pre)
         except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
             logger.warning("decoded cache %s unreadable (%s); decoding again", decoded, exc)
     folder = cache / _DIR
@@ -153,4 +156,5 @@ def cifar10_jpeg(
     torch.save({"images": ds.images, "labels": ds.labels}, tmp)
     os.replace(tmp, decoded)
     ds.name = "cifar10-jpeg"
+    ds.preprocessing = pre | {"mean": list(ds.mean), "std": list(ds.std)}
     return ds

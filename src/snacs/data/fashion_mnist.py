@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from snacs.data.base import TensorImageDataset
+from snacs.data.normalization import Stats, resolve_stats
 from snacs.errors import ConfigError, DataError
 
 __all__ = ["FASHION_MNIST_CLASSES", "DEFAULT_FASHION_MNIST_ROOT", "fashion_mnist", "read_idx"]
@@ -154,6 +155,8 @@ def fashion_mnist(
     root: str | os.PathLike[str] | None = None,
     pad_to: int | None = 32,
     channels: int = 1,
+    mean: Stats | None = None,
+    std: Stats | None = None,
 ) -> TensorImageDataset:
     """Load Fashion-MNIST into memory.
 
@@ -165,6 +168,9 @@ def fashion_mnist(
         pad_to: zero-pad the 28×28 images, centred, to this size (32 lets CIFAR models run);
             ``None`` or 28 keeps them as they are.
         channels: 1, or 3 to repeat the grey channel for RGB models.
+        mean: per-channel mean (one number for every channel, one per channel, or ``none``;
+            ``imagenet``/``cifar10`` with ``channels=3``); default the train split's own.
+        std: per-channel std, likewise.
 
     Returns:
         A dataset whose mean/std are those of the (padded) train split, computed from the data.
@@ -216,14 +222,17 @@ def fashion_mnist(
             root,
         )
         moments = (_PUBLISHED_MEAN, _PUBLISHED_STD**2 + _PUBLISHED_MEAN**2)
-    mean, std = _padded_stats(moments, size)
-    logger.debug("fashion-mnist %s: %d images, mean %.4f std %.4f", split, len(x), mean, std)
+    m, s = _padded_stats(moments, size)
+    mean_t, std_t = resolve_stats(mean, std, channels, "fashion-mnist",
+                                  ((m,) * channels, (s,) * channels))
+    logger.debug("fashion-mnist %s: %d images, mean %s std %s", split, len(x), mean_t, std_t)
     return TensorImageDataset(
         x,
         torch.from_numpy(labels.astype(np.int64)),
         FASHION_MNIST_CLASSES,
-        (mean,) * channels,
-        (std,) * channels,
+        mean_t,
+        std_t,
         name="fashion-mnist",
         split=split,
+        preprocessing={"transform": f"28x28 zero-padded to {size}x{size}, {channels} channel(s)"},
     )
