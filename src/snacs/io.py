@@ -15,7 +15,7 @@ from torch import nn
 from snacs.errors import CheckpointError, ConfigError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "save", "load",
-           "ensure_writable_dir"]
+           "ensure_writable_dir", "plain_state_dict"]
 
 FORMAT = "snacs-model"
 FORMAT_VERSION = 1
@@ -133,30 +133,43 @@ def _resize(model: nn.Module, structure: dict[str, dict]) -> None:
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> None:
-    """Save a (possibly slimmed) model so that `snacs.load(path)` rebuilds it without user code.
+    """Save a (possibly slimmed or masked) model so that `snacs.load(path)` rebuilds it.
 
     Registry models (those with a `snacs_spec`) are stored as spec + layer shapes + state_dict,
     which loads with `weights_only=True`. Other models are pickled whole, which needs their class
-    importable at load time.
+    importable at load time. Pruning masks (weight and bias) are folded into the saved tensors;
+    `model` itself is not modified.
     """
-    _strip_pruning_reparam(model)
     spec = getattr(model, "snacs_spec", None)
     payload: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "extra": extra or {}}
     if spec is not None:
         payload.update(kind="registry", spec=dict(spec), structure=_structure(model),
-                       state_dict=model.state_dict())
+                       state_dict=plain_state_dict(model))
     else:
-        payload.update(kind="pickle", module=model)
+        from snacs.apply import make_masks_permanent, safe_deepcopy
+
+        payload.update(kind="pickle", module=make_masks_permanent(safe_deepcopy(model)))
     atomic_torch_save(payload, path)
 
 
-def _strip_pruning_reparam(model: nn.Module) -> None:
-    """Make masks permanent (weight_orig * mask -> weight) before saving."""
-    from torch.nn.utils import prune
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model.state_dict()` with every pruning mask folded in (`x_orig * x_mask` saved as `x`).
 
-    for m in model.modules():
-        if hasattr(m, "weight_mask") and hasattr(m, "weight_orig"):
-            prune.remove(m, "weight")
+    `torch.nn.utils.prune` stores a masked tensor as `x_orig` plus a `x_mask` buffer, for weights
+    and, after a filter is silenced, for conv and BN biases too; an unpruned model of the same
+    shapes expects plain `x`. The tensors are copies: the model is not touched.
+    """
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.endswith("_orig") and k[: -len("_orig")] + "_mask" in state:
+            base = k[: -len("_orig")]
+            out[base] = (v * state[base + "_mask"]).detach().clone()
+        elif k.endswith("_mask") and k[: -len("_mask")] + "_orig" in state:
+            continue
+        else:
+            out[k] = v.detach().clone()
+    return out
 
 
 def load(path: str | os.PathLike) -> nn.Module:
