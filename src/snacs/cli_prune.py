@@ -12,6 +12,7 @@ from snacs.cli_common import (
     add_common_args,
     add_data_args,
     add_model_args,
+    add_model_file_args,
     add_train_args,
     build_dataset,
     build_model,
@@ -19,6 +20,7 @@ from snacs.cli_common import (
     init_distributed,
     progress_enabled,
     train_config,
+    user_model,
 )
 from snacs.errors import ConfigError
 
@@ -26,7 +28,7 @@ log = logging.getLogger("snacs")
 
 # options whose values change the result of `snacs prune` (a rerun into the same --out with
 # different values is refused unless --overwrite)
-PRUNE_KEYS = ("model", "width", "checkpoint", "dataset", "data_root", "target", "target_metric",
+PRUNE_KEYS = ("model", "width", "checkpoint", "model_file", "model_args", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
               "limits", "limit_fraction", "relax_limits", "grid_step", "probe", "sensitivity",
               "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay")
@@ -110,6 +112,7 @@ def add_commands(sub) -> None:
                        description="Fine-tune a model written by `snacs prune`; zero weights stay "
                                    "zero (connection pruning). Writes OUT/model.pt.")
     p.add_argument("--load", required=True, help="the pruned model (OUT/model.pt of snacs prune)")
+    add_model_file_args(p)
     add_data_args(p)
     add_train_args(p, epochs=2, lr=0.01, wd=5e-4)
     p.add_argument("--out", default="runs/finetune", help="output directory (default: %(default)s)")
@@ -120,6 +123,7 @@ def add_commands(sub) -> None:
                        description="Export a snacs model file; the exported model's outputs are "
                                    "checked against PyTorch's (max abs difference <= 1e-4).")
     p.add_argument("--load", required=True, help="a snacs model file (model.pt)")
+    add_model_file_args(p)
     p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
                    help="export format (default: %(default)s)")
     p.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
@@ -228,7 +232,7 @@ def cmd_finetune(args) -> int:
     out = ensure_writable_dir(args.out)
     if Path(args.load).resolve() == (out / "model.pt").resolve():
         raise ConfigError(f"--out {out} would overwrite the input model {args.load}; choose another --out")
-    model = snacs.io.load(args.load)
+    model = snacs.io.load(args.load, model=user_model(args))
     for m in model.modules():  # zeros stay zero: hold them with masks
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and (m.weight == 0).any():
             tprune.custom_from_mask(m, "weight", (m.weight != 0).float())

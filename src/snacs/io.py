@@ -8,8 +8,8 @@ snacs model file (format version 2) stores exactly that, never the user's class:
   the class name when it cannot be imported elsewhere (defined in ``__main__``, a notebook or a
   function; then load with ``snacs.load(path, model=MyNet(...))``);
 * ``layers``: the shape of every conv, linear and BN layer of the saved (slimmed) model;
-* ``kept``: per channel group (named by its first producer layer), the indices of the original
-  channels kept, where known;
+* ``kept``: per conv/linear layer whose outputs were cut, the indices of its original output
+  channels that remain, where known (the layers writing one residual stream share a list);
 * ``input_shape``: the (C, H, W) the channel groups are traced on;
 * ``state_dict`` (pruning masks folded in), ``settings`` (the pruner's options) and ``extra``.
 
@@ -190,7 +190,7 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
 
 
 def _kept_channels(model: nn.Module) -> dict[str, list[int]]:
-    """Per channel group (first producer's name): the original channels the model still has.
+    """Per producer layer whose outputs were cut: the original output channels that remain.
 
     Known from the filter plan of `snacs.prune` (composed with the record of a model that was
     itself loaded from a snacs file); a record that no longer matches the layer's width (the
@@ -205,9 +205,9 @@ def _kept_channels(model: nn.Module) -> dict[str, list[int]]:
             gone = set(removed)
             local = [i for i in range(cg.channels) if i not in gone]
             prev = next((kept[p] for p in cg.producers if p in kept), None)
-            for p in cg.producers:
-                kept.pop(p, None)
-            kept[cg.producers[0]] = [prev[i] for i in local] if prev is not None else local
+            now = [prev[i] for i in local] if prev is not None else local
+            for p in cg.producers:  # every layer writing the group (residual streams: several)
+                kept[p] = now
     modules = dict(model.named_modules())
     return {p: [int(i) for i in k] for p, k in kept.items()
             if p in modules and _out_width(modules[p]) == len(k)}
@@ -397,7 +397,8 @@ def _slim_to(model: nn.Module, layers: dict[str, dict], kept: dict[str, list[int
             keep = list(range(k))
         gone = sorted(set(range(n)) - set(keep))
         remove[cg.id] = gone
-        record[cg.producers[0]] = sorted(keep)
+        for p in cg.producers:
+            record[p] = sorted(keep)
     try:
         with torch.enable_grad():
             remove_channels(model, topo, remove)

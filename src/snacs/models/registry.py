@@ -127,7 +127,7 @@ def import_model_class(target: str) -> type:
             module = importlib.import_module(where)
         except Exception as exc:  # noqa: BLE001 - any import failure is the user's module
             raise ConfigError(f"cannot import module {where!r} for model class {name}: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{type(exc).__name__}: {_one_line(exc)}") from None
         label = f"module {where}"
     obj: Any = module
     for part in name.split("."):
@@ -161,8 +161,8 @@ def _import_file(path: Path):
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - report any error of the user's file in one line
         del sys.modules[key]
-        raise ConfigError(f"model file {path} fails to import: {type(exc).__name__}: {exc}"
-                          ) from None
+        raise ConfigError(f"model file {path} fails to import: {type(exc).__name__}: "
+                          f"{_one_line(exc)}") from None
     finally:
         sys.path.remove(str(path.parent))
     return module
@@ -184,7 +184,7 @@ def build_user_model(target: str, args: dict[str, Any] | None = None) -> nn.Modu
     try:
         model = cls(**args)
     except Exception as exc:  # noqa: BLE001 - the user's constructor
-        raise ConfigError(f"{name}(**{args!r}) failed: {type(exc).__name__}: {exc}; check "
+        raise ConfigError(f"{name}(**{args!r}) failed: {type(exc).__name__}: {_one_line(exc)}; check "
                           "--model-args against the class's constructor") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{name}(**{args!r}) returned a {type(model).__name__}, not an "
@@ -197,3 +197,7 @@ def build_user_model(target: str, args: dict[str, Any] | None = None) -> nn.Modu
         kind = "class"
     model.snacs_source = {"kind": kind, "target": target, "args": args}
     return model
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
