@@ -119,15 +119,24 @@ def add_commands(sub) -> None:
     add_common_args(p)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
-                       description="Export a snacs model file; the exported model's outputs are "
-                                   "checked against PyTorch's (max abs difference <= 1e-4).")
+    p = sub.add_parser("export", help="export a model for deployment (torch.export, TorchScript, ONNX)",
+                       description="Export a snacs model file. The written file is loaded back and "
+                                   "its outputs compared with PyTorch's (max abs difference <= "
+                                   "1e-4), on test images with --dataset, else on random inputs.")
     p.add_argument("--load", required=True, help="a snacs model file (model.pt)")
     add_model_file_args(p)
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
-                   help="export format (default: %(default)s)")
+    p.add_argument("--format", choices=["export", "torchscript", "onnx"], default="export",
+                   help="export: a torch.export program (torch.export.save), loads with no snacs "
+                        "and no model code, recommended; torchscript: traced and frozen "
+                        "(deprecated by torch); onnx: needs snacs[onnx] (default: %(default)s)")
     p.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
                    help="input shape (default: from the model file)")
+    p.add_argument("--dataset", default=None,
+                   help="check the export on images of this dataset's test split (default: "
+                        "random inputs)")
+    p.add_argument("--data-root", default=None, help="directory of --dataset")
+    p.add_argument("--check-samples", type=int, default=16,
+                   help="images the export is checked on with --dataset (default: %(default)s)")
     p.add_argument("--output", required=True, help="file to write")
     add_common_args(p)
     p.set_defaults(func=cmd_export)
@@ -249,10 +258,21 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_export(args) -> int:
+    import snacs.io
     from snacs.export import export_model
 
-    info = export_model(args.load, args.output, fmt=args.format,
+    model = snacs.io.load(args.load, model=user_model(args))
+    inputs = None
+    if args.dataset:
+        import torch
+
+        data = build_dataset(args.dataset, "test", args.data_root, **dataset_extra(args))
+        n = max(2, min(args.check_samples, len(data)))
+        inputs = torch.stack([data[i][0] for i in range(n)])
+    info = export_model(model, args.output, fmt=args.format, inputs=inputs,
                         input_shape=tuple(args.input_shape) if args.input_shape else None)
-    print(f"wrote {args.output} ({args.format}); max abs difference to PyTorch "
+    checked = f"{info['checked_on']} {args.dataset} test images" if args.dataset else \
+        f"{info['checked_on']} random inputs"
+    print(f"wrote {args.output} ({args.format}); max abs difference to PyTorch on {checked}: "
           f"{info['max_abs_diff']:.2e} (tolerance {info['tolerance']:.0e})")
     return 0
