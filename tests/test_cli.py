@@ -200,10 +200,19 @@ def test_prune_a_model_file_class(user_files, tmp_path, capsys):
     kept = payload["kept"]["stem"]
     assert kept == payload["kept"]["b"]  # one residual stream: both writers keep the same
     assert torch.equal(slim.stem.weight, model.stem.weight[kept])
-    # export and finetune take the file's model too
-    code, _, err = run(["export", "--load", str(out / "model.pt"), "--output",
-                        str(tmp_path / "m.ts")], capsys)
+    # export and finetune take the file's model too (rebuilt from the record, or --model-file)
+    code, stdout, err = run(["export", "--load", str(out / "model.pt"), "--output",
+                             str(tmp_path / "m.pt2"), "--dataset", "synthetic"], capsys)
     assert code == 0, err
+    assert "on 16 synthetic test images" in stdout
+    code, _, err = run(["finetune", "--load", str(out / "model.pt"), "--model-file",
+                        f"{net}:UserNet", "--model-args", '{"num_classes": 10, "width": 8}',
+                        "--dataset", "synthetic", "--epochs", "1", "--steps-per-epoch", "2",
+                        "--out", str(tmp_path / "ft"), "--no-progress"], capsys)
+    assert code == 0, err
+    tuned = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)
+    assert tuned["architecture"] == payload["architecture"] and tuned["kept"] == payload["kept"]
+    assert tuned["layers"] == payload["layers"]
 
 
 def test_model_file_keys_in_a_config(user_files, tmp_path, capsys):
@@ -252,3 +261,41 @@ def test_model_file_checkpoint_that_does_not_fit_names_keys(user_files, tmp_path
     code, _, err = run(["evaluate", "--model-file", f"{net}:UserNet", "--checkpoint",
                         str(tmp_path / "bad.pt"), "--dataset", "synthetic"], capsys)
     assert code == 2 and "missing key(s): stem.weight" in err and "unexpected key(s): other.weight" in err
+
+
+def test_no_import_cycle_in_the_package():
+    """Every import in src/snacs (module level or inside functions) forms no cycle."""
+    import ast
+    from pathlib import Path
+
+    root = Path(snacs.__file__).parents[1]
+    mods = {}
+    for p in (root / "snacs").rglob("*.py"):
+        name = ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        mods[name] = p
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            graph[m] |= {t for t in targets if t in mods and t != m}
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    assert "snacs.cli_common" in graph["snacs.cli_prune"]  # the graph sees function-level imports
+    cycles = [c for m in graph if (c := cycle_from(m))]
+    assert not cycles, " -> ".join(cycles[0])

@@ -141,13 +141,13 @@ def user_model(args):
 
 def build_model(args, dataset):
     """The model named on the command line (zoo name or --model-file), or a snacs model file."""
-    import snacs.io
+    import snacs.modelfile
     from snacs.models import create_model, load_weights
 
     ckpt = getattr(args, "checkpoint", None)
     own = user_model(args)
     if ckpt and is_snacs_file(ckpt):
-        return snacs.io.load(ckpt, model=own)
+        return snacs.modelfile.load(ckpt, model=own)
     if own is not None:
         if ckpt:
             load_weights(own, ckpt)
@@ -167,7 +167,10 @@ def build_model(args, dataset):
 
 
 def is_snacs_file(path: str) -> bool:
+    """Whether `path` is a snacs model file (else a plain checkpoint for load_weights)."""
     import torch
+
+    from snacs.modelfile import FORMAT
 
     p = Path(path)
     if not p.is_file():
@@ -175,10 +178,13 @@ def is_snacs_file(path: str) -> bool:
 
         raise CheckpointError(f"checkpoint {p} does not exist; give the path of a .pt file")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - load_weights reports unreadable files properly
-        return False
-    return isinstance(obj, dict) and obj.get("format") == "snacs-model"
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - version-1 files of other classes hold a pickled module
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - load_weights reports unreadable files properly
+            return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 def init_distributed() -> None:

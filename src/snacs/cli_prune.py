@@ -166,7 +166,7 @@ def _finetune_config(args):
 
 
 def cmd_prune(args) -> int:
-    import snacs.io
+    import snacs.modelfile
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.pruner import SNACS, prune, summary_table
     from snacs.report import write_report
@@ -219,7 +219,7 @@ def cmd_prune(args) -> int:
             from snacs.metrics import measure_latency
 
             res.latency_after_ms = measure_latency(final, pruned.snacs_pruner.input_shape_)["median_ms"]
-    snacs.io.save(final, out / "model.pt", extra={"result": res.to_dict()})
+    snacs.modelfile.save(final, out / "model.pt", extra={"result": res.to_dict()})
     res.save(out / "result.json")
     write_report(out, res, pruned.snacs_pruner.scores_,
                  command="snacs " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])))
@@ -233,7 +233,7 @@ def cmd_finetune(args) -> int:
     import torch
     from torch.nn.utils import prune as tprune
 
-    import snacs.io
+    import snacs.modelfile
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.train import is_main_process, train
 
@@ -241,7 +241,7 @@ def cmd_finetune(args) -> int:
     out = ensure_writable_dir(args.out)
     if Path(args.load).resolve() == (out / "model.pt").resolve():
         raise ConfigError(f"--out {out} would overwrite the input model {args.load}; choose another --out")
-    model = snacs.io.load(args.load, model=user_model(args))
+    model = snacs.modelfile.load(args.load, model=user_model(args))
     for m in model.modules():  # zeros stay zero: hold them with masks
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and (m.weight == 0).any():
             tprune.custom_from_mask(m, "weight", (m.weight != 0).float())
@@ -251,17 +251,17 @@ def cmd_finetune(args) -> int:
                 test_set=test_set, progress=progress_enabled(args))
     if not is_main_process():
         return 0
-    snacs.io.save(model, out / "model.pt", extra={"finetune": res.to_dict()})
+    snacs.modelfile.save(model, out / "model.pt", extra={"finetune": res.to_dict()})
     atomic_write_json(out / "result.json", res.to_dict())
     print(f"test accuracy {res.test_accuracy:.2f} %; model saved to {out / 'model.pt'}")
     return 0
 
 
 def cmd_export(args) -> int:
-    import snacs.io
+    import snacs.modelfile
     from snacs.export import export_model
 
-    model = snacs.io.load(args.load, model=user_model(args))
+    model = snacs.modelfile.load(args.load, model=user_model(args))
     inputs = None
     if args.dataset:
         import torch

@@ -110,11 +110,11 @@ def export_model(source, output: str | os.PathLike, *, fmt: str = "export",
         ConfigError: Unknown format, missing ONNX extra, or the exported model disagrees with
             PyTorch beyond the tolerance (nothing is written then).
     """
-    import snacs.io
+    import snacs.modelfile
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model = source if isinstance(source, torch.nn.Module) else snacs.io.load(source)
+    model = source if isinstance(source, torch.nn.Module) else snacs.modelfile.load(source)
     model.eval()
     shape = _input_shape(model, input_shape)
     if inputs is None:
