@@ -153,3 +153,173 @@ def test_help_lists_defaults(capsys):
                 "--limits", "--sensitivity"):
         assert opt in out
     assert "default: filter" in out and "default: 250" in out
+
+
+# --------------------------------------------------------------------------- --model-file
+
+USER_NET = '''
+import torch
+from torch import nn
+
+
+class UserNet(nn.Module):
+    """A user's own residual CNN, known to no snacs registry."""
+
+    def __init__(self, num_classes=10, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(width)
+        self.a = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
+        self.bna = nn.BatchNorm2d(2 * width)
+        self.b = nn.Conv2d(2 * width, width, 3, padding=1, bias=False)
+        self.bnb = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        y = torch.relu(self.bna(self.a(x)))
+        x = torch.relu(x + self.bnb(self.b(y)))
+        return self.fc(x.mean((2, 3)))
+
+
+class NeedsGPU(UserNet):
+    def __init__(self, **kw):
+        raise RuntimeError("no GPU found")
+'''
+
+PRUNE_FAST = ["--dataset", "synthetic", "--samples-per-class", "10", "--estimator", "gaussian",
+              "--groups", "8", "--limits", "0.5", "--no-progress", "--no-latency"]
+
+
+@pytest.fixture
+def user_files(tmp_path):
+    """net.py with UserNet, and weights.pt: a state_dict of UserNet(num_classes=10, width=8)."""
+    net = tmp_path / "net.py"
+    net.write_text(USER_NET)
+    from snacs.models.registry import build_user_model
+
+    torch.manual_seed(0)
+    model = build_user_model(f"{net}:UserNet", {"num_classes": 10, "width": 8})
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "weights.pt")
+    return net, tmp_path / "weights.pt", model
+
+
+def test_prune_a_model_file_class(user_files, tmp_path, capsys):
+    net, weights, model = user_files
+    out = tmp_path / "p"
+    # random weights: --force past the base check, which would (rightly) stop at chance accuracy
+    code, _, err = run(["prune", "--model-file", f"{net}:UserNet", "--model-args",
+                        '{"num_classes": 10, "width": 8}', "--checkpoint", str(weights),
+                        "--out", str(out), "--force"] + PRUNE_FAST, capsys)
+    assert code == 0, err
+    res = json.loads((out / "result.json").read_text())
+    payload = torch.load(out / "model.pt", weights_only=True)
+    assert payload["architecture"] == {"kind": "file", "target": f"{net.resolve()}:UserNet",
+                                       "args": {"num_classes": 10, "width": 8}}
+    slim = snacs.load(out / "model.pt")  # rebuilt from net.py, no pickled class
+    assert type(slim).__name__ == "UserNet"
+    assert sum(p.numel() for p in slim.parameters()) == res["params_after"]
+    assert res["params_after"] < sum(p.numel() for p in model.parameters())
+    # the weights came from --checkpoint: a kept stem filter is the checkpoint's filter
+    kept = payload["kept"]["stem"]
+    assert kept == payload["kept"]["b"]  # one residual stream: both writers keep the same
+    assert torch.equal(slim.stem.weight, model.stem.weight[kept])
+    # export and finetune take the file's model too (rebuilt from the record, or --model-file)
+    code, stdout, err = run(["export", "--load", str(out / "model.pt"), "--output",
+                             str(tmp_path / "m.pt2"), "--dataset", "synthetic"], capsys)
+    assert code == 0, err
+    assert "on 16 synthetic test images" in stdout
+    code, _, err = run(["finetune", "--load", str(out / "model.pt"), "--model-file",
+                        f"{net}:UserNet", "--model-args", '{"num_classes": 10, "width": 8}',
+                        "--dataset", "synthetic", "--epochs", "1", "--steps-per-epoch", "2",
+                        "--out", str(tmp_path / "ft"), "--no-progress"], capsys)
+    assert code == 0, err
+    tuned = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)
+    assert tuned["architecture"] == payload["architecture"] and tuned["kept"] == payload["kept"]
+    assert tuned["layers"] == payload["layers"]
+
+
+def test_model_file_keys_in_a_config(user_files, tmp_path, capsys):
+    net, weights, _ = user_files
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model:\n  model_file: {net}:UserNet\n  model_args:\n    num_classes: 10\n"
+                   f"    width: 8\n  checkpoint: {weights}\n")
+    code, stdout, err = run(["evaluate", "--config", str(cfg), "--dataset", "synthetic"], capsys)
+    assert code == 0, err
+    params = json.loads(stdout)["parameters"]
+    assert params == sum(p.numel() for p in user_files[2].parameters())
+    # a mapping at the top level is the option's value too, not a section
+    cfg.write_text(f"model_file: {net}:UserNet\nmodel_args: {{num_classes: 10, width: 4}}\n")
+    code, stdout, err = run(["evaluate", "--config", str(cfg), "--dataset", "synthetic"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["parameters"] < params
+
+
+@pytest.mark.parametrize("target, args, needles", [
+    ("{d}/missing.py:UserNet", "{{}}", ["model file", "missing.py does not exist"]),
+    ("{d}/net.py:ResNet56", "{{}}", ["has no class 'ResNet56'", "it defines NeedsGPU, UserNet"]),
+    ("{d}/net.py:UserNet", '{{"depth": 3}}', ["UserNet(**{{'depth': 3}}) failed", "TypeError",
+                                             "depth", "--model-args"]),
+    ("{d}/net.py:NeedsGPU", "{{}}", ["NeedsGPU(**{{}}) failed: RuntimeError: no GPU found"]),
+    ("{d}/net.py:UserNet", "{{num_classes: 10}}", ["--model-args must be a JSON object"]),
+    ("{d}/net.py", "{{}}", ["path/to/file.py:ClassName"]),
+])
+def test_model_file_errors_are_one_line(user_files, target, args, needles, capsys):
+    d = user_files[0].parent
+    code, _, err = run(["evaluate", "--model-file", target.format(d=d), "--model-args",
+                        args.format(), "--dataset", "synthetic"], capsys)
+    assert code == 2 and err.startswith("snacs: error:") and err.count("\n") == 1, err
+    for n in needles:
+        assert n.format() in err, err
+
+
+def test_model_file_checkpoint_that_does_not_fit_names_keys(user_files, tmp_path, capsys):
+    net, weights, _ = user_files
+    code, _, err = run(["evaluate", "--model-file", f"{net}:UserNet", "--model-args",
+                        '{"width": 4}', "--checkpoint", str(weights), "--dataset", "synthetic"],
+                       capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "shape mismatch" in err and "stem.weight (checkpoint (8, 3, 3, 3) vs model (4, 3, 3, 3))" in err
+    assert "--model-args" in err
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    code, _, err = run(["evaluate", "--model-file", f"{net}:UserNet", "--checkpoint",
+                        str(tmp_path / "bad.pt"), "--dataset", "synthetic"], capsys)
+    assert code == 2 and "missing key(s): stem.weight" in err and "unexpected key(s): other.weight" in err
+
+
+def test_no_import_cycle_in_the_package():
+    """Every import in src/snacs (module level or inside functions) forms no cycle."""
+    import ast
+    from pathlib import Path
+
+    root = Path(snacs.__file__).parents[1]
+    mods = {}
+    for p in (root / "snacs").rglob("*.py"):
+        name = ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        mods[name] = p
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            graph[m] |= {t for t in targets if t in mods and t != m}
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    assert "snacs.cli_common" in graph["snacs.cli_prune"]  # the graph sees function-level imports
+    cycles = [c for m in graph if (c := cycle_from(m))]
+    assert not cycles, " -> ".join(cycles[0])

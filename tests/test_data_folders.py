@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-import snacs.io
+import snacs.modelfile
 from snacs.cli import main
 from snacs.data import TensorImageDataset, image_folder
 from snacs.data.normalization import (
@@ -384,21 +384,21 @@ def trained_on_folder(tmp_path_factory):
     wrong = TensorImageDataset(te.images, te.labels, te.classes, (0,) * 3, (1,) * 3)
     assert evaluate(model, wrong)["accuracy"] <= 60.0  # the premise of the base-check test
     path = root / "model.pt"
-    snacs.io.save(model, path, extra={"data": data_record(tr), "train": {"test_accuracy": 100.0}})
+    snacs.modelfile.save(model, path, extra={"data": data_record(tr), "train": {"test_accuracy": 100.0}})
     return root, path
 
 
 def test_the_model_file_carries_its_normalisation(trained_on_folder, tmp_path: Path) -> None:
     root, path = trained_on_folder
-    stored = snacs.io.saved_data(path)
+    stored = snacs.modelfile.saved_data(path)
     assert stored["mean"] == [0.5] * 3 and stored["std"] == [0.25] * 3
     assert stored["classes"] == ["bright", "dark"] and stored["image_shape"] == [3, 8, 8]
     assert stored["preprocessing"]["crop"] == 8
-    model = snacs.io.load(path)
+    model = snacs.modelfile.load(path)
     assert model.snacs_data["mean"] == [0.5] * 3
-    snacs.io.save(model, tmp_path / "again.pt")  # a reloaded model keeps it
-    assert snacs.io.saved_data(tmp_path / "again.pt")["std"] == [0.25] * 3
-    assert snacs.io.saved_data(tmp_path / "missing.pt") == {}
+    snacs.modelfile.save(model, tmp_path / "again.pt")  # a reloaded model keeps it
+    assert snacs.modelfile.saved_data(tmp_path / "again.pt")["std"] == [0.25] * 3
+    assert snacs.modelfile.saved_data(tmp_path / "missing.pt") == {}
 
 
 def _evaluate(argv, capsys) -> dict:
@@ -433,7 +433,7 @@ def test_cli_prune_stops_on_wrong_normalisation(trained_on_folder, tmp_path, cap
     res = json.loads((tmp_path / "p" / "result.json").read_text())
     assert res["base_check"]["forced"] and res["data"]["mean"] == [0.0] * 3
     assert "pruned anyway (--force)" in (tmp_path / "p" / "report.md").read_text()
-    assert snacs.io.saved_data(tmp_path / "p" / "model.pt")["mean"] == [0.0] * 3
+    assert snacs.modelfile.saved_data(tmp_path / "p" / "model.pt")["mean"] == [0.0] * 3
 
 
 def test_cli_prune_expect_accuracy(trained_on_folder, tmp_path, capsys) -> None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from snacs import io as snacs_io
+from snacs import modelfile as snacs_io
 from snacs.errors import CheckpointError, ConfigError
 from snacs.metrics import conv_linear_weights, count_macs, count_parameters
 from snacs.models import (

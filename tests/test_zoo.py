@@ -208,7 +208,8 @@ def test_mixed_model_prunes_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["prune", "--checkpoint", str(path), "--dataset", "synthetic",
                  "--samples-per-class", "6", "--estimator", "gaussian", "--groups", "4",
-                 "--limits", "0.4", "--out", str(out), "--no-progress", "--no-latency"])
+                 "--limits", "0.4", "--out", str(out), "--no-progress", "--no-latency",
+                 "--force"])  # random weights: past the base check (chance accuracy)
     assert code == 0, capsys.readouterr().err
     slim = snacs.load(out / "model.pt")
     before = conv_linear_weights(build("mixed"))

@@ -15,7 +15,7 @@ __all__ = [
     "__version__",
 ]
 
-from snacs.io import load, save  # noqa: E402
+from snacs.modelfile import load, save  # noqa: E402
 from snacs.models import create_model, list_models  # noqa: E402
 from snacs.pruner import SNACS, PruneResult, prune  # noqa: E402
 

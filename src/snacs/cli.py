@@ -39,7 +39,7 @@ log = logging.getLogger("snacs")
 # --------------------------------------------------------------------------- commands
 
 def cmd_train(args) -> int:
-    import snacs.io
+    import snacs.modelfile
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.train import is_main_process, train
 
@@ -52,8 +52,8 @@ def cmd_train(args) -> int:
     res = train(model, train_set, cfg, out_dir=out, resume=args.resume, test_set=test_set,
                 progress=progress_enabled(args))
     if is_main_process():
-        snacs.io.save(model, out / "model.pt",
-                      extra={"train": res.to_dict(), "data": data_record(train_set)})
+        snacs.modelfile.save(model, out / "model.pt",
+                             extra={"train": res.to_dict(), "data": data_record(train_set)})
         summary = {"command": "train", "model": getattr(model, "snacs_spec", None),
                    "dataset": args.dataset, "data": data_record(train_set),
                    "config": vars(cfg) | {"milestones": list(cfg.milestones)},

@@ -7,6 +7,7 @@ module and nothing from each other.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -16,6 +17,9 @@ from typing import Any
 from snacs.errors import ConfigError
 
 log = logging.getLogger("snacs")
+
+# options whose value is a mapping: in a config file they are values, not sections
+MAPPING_OPTIONS = {"model_args"}
 
 DEFAULT_DATASET_OPTS = {"fashion-mnist": {"pad_to": 32, "channels": 1}}
 # training recipe defaults per dataset, used where the user gave no value. Fashion-MNIST learns
@@ -53,7 +57,9 @@ def load_config_file(path: str | None) -> dict[str, Any]:
         raise ConfigError(f"config file {p} must hold a mapping of option: value")
     flat: dict[str, Any] = {}
     for k, v in data.items():
-        if isinstance(v, dict):  # sections (model:, data:, prune:, finetune:) are flattened
+        if isinstance(v, dict) and str(k).replace("-", "_") in MAPPING_OPTIONS:
+            flat[str(k).replace("-", "_")] = v
+        elif isinstance(v, dict):  # sections (model:, data:, prune:, finetune:) are flattened
             for k2, v2 in v.items():
                 flat[str(k2).replace("-", "_")] = v2
         else:
@@ -93,10 +99,10 @@ def build_dataset(name: str, split: str, root: str | None, **extra):
 def _saved_data(args) -> dict:
     """Data settings stored in the snacs model file given with --checkpoint or --load ({})."""
     if not hasattr(args, "_saved_data"):
-        import snacs.io
+        import snacs.modelfile
 
         src = getattr(args, "load", None) or getattr(args, "checkpoint", None)
-        args._saved_data = snacs.io.saved_data(src) if src and Path(src).is_file() else {}
+        args._saved_data = snacs.modelfile.saved_data(src) if src and Path(src).is_file() else {}
     return args._saved_data
 
 
@@ -156,16 +162,56 @@ def data_record(dataset) -> dict:
     return data_record(dataset)
 
 
+def model_args(args) -> dict[str, Any]:
+    """--model-args as a dict: a JSON object on the command line, a mapping in a config file."""
+    raw = getattr(args, "model_args", None)
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--model-args must be a JSON object such as "
+                              f"'{{\"num_classes\": 10}}', got {raw!r} ({e.msg})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--model-args must be a JSON object (keyword: value), got {raw!r}")
+    return raw
+
+
+def user_model(args):
+    """The --model-file class built with --model-args, or None without --model-file."""
+    target = getattr(args, "model_file", None)
+    if not target:
+        return None
+    if getattr(args, "model", None):
+        raise ConfigError("give either --model (a zoo name) or --model-file, not both")
+    if getattr(args, "width", 1.0) not in (None, 1.0):
+        raise ConfigError("--width applies to zoo models; pass your class's own width "
+                          "argument in --model-args")
+    import torch
+
+    from snacs.models.registry import build_user_model
+
+    torch.manual_seed(getattr(args, "seed", 0))  # the same --seed gives the same initial weights
+    return build_user_model(target, model_args(args))
+
+
 def build_model(args, dataset):
-    """The model named on the command line, or the one stored in a snacs model file."""
-    import snacs.io
+    """The model named on the command line (zoo name or --model-file), or a snacs model file."""
+    import snacs.modelfile
     from snacs.models import create_model, load_weights
 
     ckpt = getattr(args, "checkpoint", None)
+    own = user_model(args)
     if ckpt and is_snacs_file(ckpt):
-        return snacs.io.load(ckpt)
+        return snacs.modelfile.load(ckpt, model=own)
+    if own is not None:
+        if ckpt:
+            load_weights(own, ckpt)
+        return own
     if not args.model:
-        raise ConfigError("--model is required unless --checkpoint is a snacs model file")
+        raise ConfigError("--model (a zoo name) or --model-file is required unless --checkpoint "
+                          "is a snacs model file")
     c, _, _ = dataset.image_shape
     import torch
 
@@ -178,7 +224,10 @@ def build_model(args, dataset):
 
 
 def is_snacs_file(path: str) -> bool:
+    """Whether `path` is a snacs model file (else a plain checkpoint for load_weights)."""
     import torch
+
+    from snacs.modelfile import FORMAT
 
     p = Path(path)
     if not p.is_file():
@@ -186,10 +235,13 @@ def is_snacs_file(path: str) -> bool:
 
         raise CheckpointError(f"checkpoint {p} does not exist; give the path of a .pt file")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - load_weights reports unreadable files properly
-        return False
-    return isinstance(obj, dict) and obj.get("format") == "snacs-model"
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - version-1 files of other classes hold a pickled module
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - load_weights reports unreadable files properly
+            return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 def init_distributed() -> None:
@@ -272,6 +324,16 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
     p.add_argument("--width", type=float, default=1.0,
                    help="channel width multiplier of the architecture (default: %(default)s)")
     p.add_argument("--checkpoint", default=None, help=checkpoint_help)
+    add_model_file_args(p)
+
+
+def add_model_file_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-file", default=None, metavar="FILE.py:CLASS",
+                   help="your own model class instead of a zoo model: path/to/net.py:ClassName "
+                        "or package.module:ClassName")
+    p.add_argument("--model-args", default=None, metavar="JSON",
+                   help="keyword arguments of the --model-file class as a JSON object, e.g. "
+                        "'{\"num_classes\": 10}' (default: none)")
 
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, wd: float) -> None:

@@ -12,6 +12,7 @@ from snacs.cli_common import (
     add_common_args,
     add_data_args,
     add_model_args,
+    add_model_file_args,
     add_train_args,
     build_dataset,
     build_model,
@@ -20,6 +21,7 @@ from snacs.cli_common import (
     init_distributed,
     progress_enabled,
     train_config,
+    user_model,
 )
 from snacs.errors import ConfigError
 
@@ -27,7 +29,7 @@ log = logging.getLogger("snacs")
 
 # options whose values change the result of `snacs prune` (a rerun into the same --out with
 # different values is refused unless --overwrite)
-PRUNE_KEYS = ("model", "width", "checkpoint", "dataset", "data_root", "target", "target_metric",
+PRUNE_KEYS = ("model", "width", "checkpoint", "model_file", "model_args", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
               "limits", "limit_fraction", "relax_limits", "grid_step", "probe", "sensitivity",
               "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay",
@@ -121,20 +123,31 @@ def add_commands(sub) -> None:
                        description="Fine-tune a model written by `snacs prune`; zero weights stay "
                                    "zero (connection pruning). Writes OUT/model.pt.")
     p.add_argument("--load", required=True, help="the pruned model (OUT/model.pt of snacs prune)")
+    add_model_file_args(p)
     add_data_args(p)
     add_train_args(p, epochs=2, lr=0.01, wd=5e-4)
     p.add_argument("--out", default="runs/finetune", help="output directory (default: %(default)s)")
     add_common_args(p)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("export", help="export a model to ONNX or TorchScript",
-                       description="Export a snacs model file; the exported model's outputs are "
-                                   "checked against PyTorch's (max abs difference <= 1e-4).")
+    p = sub.add_parser("export", help="export a model for deployment (torch.export, TorchScript, ONNX)",
+                       description="Export a snacs model file. The written file is loaded back and "
+                                   "its outputs compared with PyTorch's (max abs difference <= "
+                                   "1e-4), on test images with --dataset, else on random inputs.")
     p.add_argument("--load", required=True, help="a snacs model file (model.pt)")
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
-                   help="export format (default: %(default)s)")
+    add_model_file_args(p)
+    p.add_argument("--format", choices=["export", "torchscript", "onnx"], default="export",
+                   help="export: a torch.export program (torch.export.save), loads with no snacs "
+                        "and no model code, recommended; torchscript: traced and frozen "
+                        "(deprecated by torch); onnx: needs snacs[onnx] (default: %(default)s)")
     p.add_argument("--input-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
                    help="input shape (default: from the model file)")
+    p.add_argument("--dataset", default=None,
+                   help="check the export on images of this dataset's test split (default: "
+                        "random inputs)")
+    p.add_argument("--data-root", default=None, help="directory of --dataset")
+    p.add_argument("--check-samples", type=int, default=16,
+                   help="images the export is checked on with --dataset (default: %(default)s)")
     p.add_argument("--output", required=True, help="file to write")
     add_common_args(p)
     p.set_defaults(func=cmd_export)
@@ -164,7 +177,7 @@ def _finetune_config(args):
 
 
 def cmd_prune(args) -> int:
-    import snacs.io
+    import snacs.modelfile
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.pruner import SNACS, prune, summary_table
     from snacs.report import write_report
@@ -223,7 +236,7 @@ def cmd_prune(args) -> int:
             from snacs.metrics import measure_latency
 
             res.latency_after_ms = measure_latency(final, pruned.snacs_pruner.input_shape_)["median_ms"]
-    snacs.io.save(final, out / "model.pt", extra={"result": res.to_dict(), "data": res.data})
+    snacs.modelfile.save(final, out / "model.pt", extra={"result": res.to_dict(), "data": res.data})
     res.save(out / "result.json")
     write_report(out, res, pruned.snacs_pruner.scores_,
                  command="snacs " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])))
@@ -245,7 +258,7 @@ def cmd_finetune(args) -> int:
     import torch
     from torch.nn.utils import prune as tprune
 
-    import snacs.io
+    import snacs.modelfile
     from snacs.io import atomic_write_json, ensure_writable_dir
     from snacs.train import is_main_process, train
 
@@ -253,7 +266,7 @@ def cmd_finetune(args) -> int:
     out = ensure_writable_dir(args.out)
     if Path(args.load).resolve() == (out / "model.pt").resolve():
         raise ConfigError(f"--out {out} would overwrite the input model {args.load}; choose another --out")
-    model = snacs.io.load(args.load)
+    model = snacs.modelfile.load(args.load, model=user_model(args))
     for m in model.modules():  # zeros stay zero: hold them with masks
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and (m.weight == 0).any():
             tprune.custom_from_mask(m, "weight", (m.weight != 0).float())
@@ -263,19 +276,30 @@ def cmd_finetune(args) -> int:
                 test_set=test_set, progress=progress_enabled(args))
     if not is_main_process():
         return 0
-    snacs.io.save(model, out / "model.pt",
-                  extra={"finetune": res.to_dict(), "data": data_record(train_set)})
+    snacs.modelfile.save(model, out / "model.pt",
+                         extra={"finetune": res.to_dict(), "data": data_record(train_set)})
     atomic_write_json(out / "result.json", res.to_dict())
     print(f"test accuracy {res.test_accuracy:.2f} %; model saved to {out / 'model.pt'}")
     return 0
 
 
 def cmd_export(args) -> int:
+    import snacs.modelfile
     from snacs.export import export_model
 
-    info = export_model(args.load, args.output, fmt=args.format,
+    model = snacs.modelfile.load(args.load, model=user_model(args))
+    inputs = None
+    if args.dataset:
+        import torch
+
+        data = build_dataset(args.dataset, "test", args.data_root, **dataset_extra(args))
+        n = max(2, min(args.check_samples, len(data)))
+        inputs = torch.stack([data[i][0] for i in range(n)])
+    info = export_model(model, args.output, fmt=args.format, inputs=inputs,
                         input_shape=tuple(args.input_shape) if args.input_shape else None)
-    print(f"wrote {args.output} ({args.format}); max abs difference to PyTorch "
+    checked = f"{info['checked_on']} {args.dataset} test images" if args.dataset else \
+        f"{info['checked_on']} random inputs"
+    print(f"wrote {args.output} ({args.format}); max abs difference to PyTorch on {checked}: "
           f"{info['max_abs_diff']:.2e} (tolerance {info['tolerance']:.0e})")
     data = info.get("data") or {}
     if data.get("mean"):

@@ -1,4 +1,8 @@
-"""Atomic file output and the self-describing pruned-model format (`snacs.save` / `snacs.load`)."""
+"""Atomic file output: a reader never sees a half-written file, and output directories are checked.
+
+The model file format (`snacs.save` / `snacs.load`) lives in `snacs.modelfile`; this module stays
+free of model code so every stage can write its outputs through it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from snacs.errors import CheckpointError, ConfigError
+from snacs.errors import ConfigError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "save", "load",
-           "ensure_writable_dir", "saved_data"]
-
-FORMAT = "snacs-model"
-FORMAT_VERSION = 1
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+           "ensure_writable_dir"]
 
 
 @contextlib.contextmanager
@@ -89,141 +89,3 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
             "choose another --out directory or fix its permissions"
         ) from None
     return p
-
-
-# --------------------------------------------------------------------------- model format
-
-def _structure(model: nn.Module) -> dict[str, dict]:
-    """Shapes of every conv/linear/BN layer: enough to rebuild a slimmed registry model."""
-    out: dict[str, dict] = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            out[name] = {"type": "conv2d", "in": m.in_channels, "out": m.out_channels,
-                         "groups": m.groups}
-        elif isinstance(m, nn.Linear):
-            out[name] = {"type": "linear", "in": m.in_features, "out": m.out_features}
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            out[name] = {"type": "bn", "num_features": m.num_features}
-    return out
-
-
-def _resize(model: nn.Module, structure: dict[str, dict]) -> None:
-    """Replace layers whose recorded shape differs from the freshly built model's."""
-    modules = dict(model.named_modules())
-    for name, s in structure.items():
-        m = modules.get(name)
-        if m is None:
-            raise CheckpointError(f"saved model has layer {name!r} that the architecture lacks")
-        if s["type"] == "conv2d":
-            if (m.in_channels, m.out_channels, m.groups) == (s["in"], s["out"], s["groups"]):
-                continue
-            new = nn.Conv2d(s["in"], s["out"], m.kernel_size, m.stride, m.padding, m.dilation,
-                            s["groups"], m.bias is not None, m.padding_mode)
-        elif s["type"] == "linear":
-            if (m.in_features, m.out_features) == (s["in"], s["out"]):
-                continue
-            new = nn.Linear(s["in"], s["out"], m.bias is not None)
-        else:
-            if m.num_features == s["num_features"]:
-                continue
-            new = type(m)(s["num_features"], m.eps, m.momentum, m.affine, m.track_running_stats)
-        parent_name, _, attr = name.rpartition(".")
-        parent = modules[parent_name] if parent_name else model
-        setattr(parent, attr, new)
-
-
-def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> None:
-    """Save a (possibly slimmed) model so that `snacs.load(path)` rebuilds it without user code.
-
-    Registry models (those with a `snacs_spec`) are stored as spec + layer shapes + state_dict,
-    which loads with `weights_only=True`. Other models are pickled whole, which needs their class
-    importable at load time.
-    """
-    _strip_pruning_reparam(model)
-    spec = getattr(model, "snacs_spec", None)
-    extra = _with_data(model, extra)
-    payload: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "extra": extra or {}}
-    if spec is not None:
-        payload.update(kind="registry", spec=dict(spec), structure=_structure(model),
-                       state_dict=model.state_dict())
-    else:
-        payload.update(kind="pickle", module=model)
-    atomic_torch_save(payload, path)
-
-
-def _strip_pruning_reparam(model: nn.Module) -> None:
-    """Make masks permanent (weight_orig * mask -> weight) before saving."""
-    from torch.nn.utils import prune
-
-    for m in model.modules():
-        if hasattr(m, "weight_mask") and hasattr(m, "weight_orig"):
-            prune.remove(m, "weight")
-
-
-def load(path: str | os.PathLike) -> nn.Module:
-    """Load a model written by `snacs.save` (or the CLI) and return it in eval mode."""
-    from snacs.models import create_model
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise CheckpointError(f"no saved model at {path}; pass the model.pt a snacs command wrote")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-            raise CheckpointError(f"cannot read {path}: {e}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a snacs model file (no '{FORMAT}' header); for a plain state_dict "
-            "build the model with snacs.models.create_model and use snacs.models.load_weights"
-        )
-    if payload["kind"] == "pickle":
-        model = payload["module"]
-    else:
-        spec = payload["spec"]
-        model = create_model(**spec)
-        _resize(model, payload["structure"])
-        try:
-            model.load_state_dict(payload["state_dict"], strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit the saved structure: {e}") from None
-    model.eval()
-    _attach_data(model, payload.get("extra"))
-    return model
-
-
-# --------------------------------------------------------------------------- data settings
-# The data a model was trained/pruned on (normalisation, preprocessing, classes; see
-# snacs.data.normalization.data_record) travels in extra["data"]; a model carries it in Python as
-# `model.snacs_data`, so `snacs.save(snacs.load(p), q)` keeps it.
-
-def _with_data(model: nn.Module, extra: dict | None) -> dict | None:
-    data = getattr(model, "snacs_data", None)
-    if data and "data" not in (extra or {}):
-        return dict(extra or {}) | {"data": dict(data)}
-    return extra
-
-
-def _attach_data(model: nn.Module, extra: Any) -> None:
-    if isinstance(extra, dict) and isinstance(extra.get("data"), dict):
-        model.snacs_data = extra["data"]  # type: ignore[attr-defined]
-
-
-def saved_data(path: str | os.PathLike) -> dict:
-    """The data settings stored in a snacs model file (``mean``, ``std``, ``classes``,
-    ``image_shape``, ``preprocessing``); ``{}`` for files without them or other checkpoints."""
-    try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - pickled models and other files: fall through
-        try:
-            payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - an unreadable file has no settings
-            return {}
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        return {}
-    data = (payload.get("extra") or {}).get("data")
-    return dict(data) if isinstance(data, dict) else {}

@@ -3,7 +3,7 @@
 A model only works on inputs normalised the way it was trained, so every image dataset takes
 ``mean``/``std`` as numbers or a preset name, and :func:`data_record` describes a dataset (name,
 normalisation, preprocessing, classes, input shape) in a JSON-able dict that the CLI stores in the
-model file (``extra["data"]``) and reads back with :func:`snacs.io.saved_data`.
+model file (``extra["data"]``) and reads back with :func:`snacs.modelfile.saved_data`.
 """
 
 from __future__ import annotations

@@ -105,6 +105,14 @@ def _listing(items: list[str]) -> str:
 
 
 def _fix_hint(model: nn.Module) -> str:
+    source = getattr(model, "snacs_source", None)
+    if isinstance(source, Mapping) and "target" in source:
+        name = str(source["target"]).rpartition(":")[2]
+        return (
+            f"The model was built as {name}(**{dict(source.get('args') or {})!r}) from "
+            f"{source['target']}; was this checkpoint trained with these arguments? Pass the "
+            "--model-args it was trained with."
+        )
     spec = getattr(model, "snacs_spec", None)
     if isinstance(spec, Mapping) and "name" in spec:
         built = (
