@@ -427,7 +427,7 @@ def markdown(result: dict[str, Any]) -> str:
                 continue
             name = f"**{label}** (default)" if label == result["default_variant"] else label
             out.append(f"| {name} | " + " | ".join(_fmt(sm.get(f"spearman {x}")) for x in suites)
-                       + f" | {sm.get('seconds_suites', 0.0):.0f} |")
+                       + f" | {sm.get('seconds_suites', 0.0):.1f} |")
         ht = result.get("hash_targets", {})
         if ht:
             out += ["", "Targets for `hash`: " + "; ".join(
