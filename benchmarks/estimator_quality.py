@@ -11,6 +11,16 @@ A second data model, "monotone", applies increasing per-channel maps (softplus t
 rectified activations, and x + x³/3 to children). CMI is invariant under such maps, so the truth
 is unchanged while the data is no longer Gaussian: it tests the Gaussian estimator off its model.
 
+Further suites (`SUITES`, child groups of one channel unless said otherwise):
+
+* "ranking bar": the linear-Gaussian model with 12 parent groups of 4 channels, 8 children in
+  groups of 2, N = 3000 (the layout of the ranking target for the `hash` estimator).
+* "abs 1ch": non-monotone: child_k = Σ_g s_kg |u_g| + noise over 16 independent one-channel
+  parent groups. Given the other parents, I(child; u_g | rest) = h(s|u| + σe) − h(σe), computed by
+  1-D numerical integration (`nonmonotone_truth`). A Gaussian estimator sees no correlation here.
+* "abs 4ch": the same with parent groups of 4 channels, the child driven by |w_kgᵀ u_g| (unit w).
+* "mixed 1ch": child_k = Σ_g (l_kg u_g + s_kg |u_g|) + noise, truth h(l u + s|u| + σe) − h(σe).
+
 Also recorded: the bias of each MI estimator on bivariate Gaussians (r = 0, 0.3, 0.6, 0.9), and a
 diagnostic ("projection ceiling"): the ranking obtained from the *exact* Gaussian MI of the
 p-stable-projected variables that the chain-rule EDGE estimator works with, i.e. the best any
@@ -46,6 +56,16 @@ from snacs.estimators.edge import projection_dim
 
 NAME = "estimator_quality"
 TARGET = 0.8
+#: suite -> minimum mean within-child Spearman for the `hash` estimator (issue 14)
+HASH_TARGETS = {"ranking bar": 0.99, "linear": 0.95, "abs 1ch": 0.9}
+#: the extra suites: parent groups, channels per group, children, child group size, N, model
+SUITES: dict[str, dict[str, Any]] = {
+    "ranking bar": {"groups": 12, "per_group": 4, "n_child": 8, "child_group": 2, "n": 3000, "model": "linear"},
+    "abs 1ch": {"groups": 16, "per_group": 1, "n_child": 8, "child_group": 1, "n": 2000, "model": "abs"},
+    "abs 4ch": {"groups": 16, "per_group": 4, "n_child": 8, "child_group": 1, "n": 2000, "model": "abs"},
+    "mixed 1ch": {"groups": 16, "per_group": 1, "n_child": 8, "child_group": 1, "n": 2000, "model": "mixed"},
+}
+NOISE_SD = 0.5
 log = logging.getLogger("benchmarks.estimator_quality")
 
 #: label -> (estimator name, options)
@@ -54,6 +74,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "edge faithful": ("edge_faithful", {}),
     "gaussian": ("gaussian", {}),
     "gaussian copula": ("gaussian_copula", {}),
+    "hash": ("hash", {}),
     "knn (k=5)": ("knn", {}),
     "gmi (MINT)": ("gmi", {}),
 }
@@ -131,6 +152,74 @@ def projection_ceiling(
             wz[pg] = 0.0
             out[j, g] = full - _gauss_mi(sxx, sxp @ wz, wz.T @ spp @ wz)
     return out
+
+
+def nonmonotone_truth(lin: float, mag: float, sigma: float = NOISE_SD) -> float:
+    """I(Y; u) in bits for Y = lin·u + mag·|u| + σe, u, e independent N(0, 1): h(Y) − h(σe).
+
+    The density of Y is ∫ φ(u) φ_σ(y − lin·u − mag·|u|) du (1-D quadrature on a fine grid),
+    and h(Y) = −∫ f log2 f dy by the trapezoid rule.
+    """
+    u = np.linspace(-7.0, 7.0, 1401)
+    wu = np.exp(-0.5 * u * u) / math.sqrt(2 * math.pi) * (u[1] - u[0])
+    m = lin * u + mag * np.abs(u)
+    core = np.abs(u) <= 5.0
+    y = np.linspace(m[core].min() - 7 * sigma, m[core].max() + 7 * sigma, 2001)
+    z = (y[:, None] - m[None, :]) / sigma
+    f = (np.exp(-0.5 * z * z) @ wu) / (sigma * math.sqrt(2 * math.pi))
+    integrand = np.where(f > 0, -f * np.log2(np.where(f > 0, f, 1.0)), 0.0)
+    h_y = float(np.trapezoid(integrand, y))
+    return h_y - 0.5 * math.log2(2 * math.pi * math.e * sigma * sigma)
+
+
+def nonmonotone_layer(seed: int, n: int, n_groups: int, per_group: int, n_child: int, model: str
+                      ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """Independent N(0, 1) parents in groups; child_k = Σ_g (l_kg z_kg + s_kg |z_kg|) + σe with
+    z_kg = w_kgᵀ u_g (unit w_kg: z_kg ~ N(0, 1)). Returns parents, children, groups, truth."""
+    rng = np.random.default_rng([seed, 13, per_group, 0 if model == "abs" else 1])
+    mag = np.exp(rng.uniform(math.log(0.03), 0.0, size=(n_child, n_groups)))
+    if model == "mixed":
+        lin = np.exp(rng.uniform(math.log(0.03), 0.0, size=(n_child, n_groups))) * rng.choice([-1.0, 1.0], (n_child, n_groups))
+    else:
+        lin = np.zeros((n_child, n_groups))
+    w = rng.standard_normal((n_child, n_groups, per_group))
+    w /= np.linalg.norm(w, axis=2, keepdims=True)
+    srng = np.random.default_rng([seed, 14, n])
+    p = srng.standard_normal((n, n_groups * per_group))
+    z = np.einsum("ngd,kgd->nkg", p.reshape(n, n_groups, per_group), w)
+    c = (lin[None] * z + mag[None] * np.abs(z)).sum(axis=2) + NOISE_SD * srng.standard_normal((n, n_child))
+    truth = np.array([[nonmonotone_truth(lin[k, g], mag[k, g]) for g in range(n_groups)] for k in range(n_child)])
+    return p, c, make_groups(n_groups * per_group, n_groups), truth
+
+
+def suite_rows(quick: bool) -> list[dict[str, Any]]:
+    """Every estimator (but the quadratic knn and gmi) on the extra suites."""
+    rows = []
+    seeds = [0] if quick else [0, 1, 2]
+    for suite, cfg in SUITES.items():
+        for seed in seeds:
+            if cfg["model"] == "linear":
+                cov, pgroups = layer_covariance(seed, cfg["groups"], cfg["per_group"], cfg["n_child"])
+                n_p = cfg["groups"] * cfg["per_group"]
+                cgroups = make_groups(cfg["n_child"], cfg["n_child"] // cfg["child_group"])
+                truth = true_cmi(cov, n_p, pgroups, cgroups)
+                p, c = sample(cov, cfg["n"], seed, n_p, "linear")
+            else:
+                p, c, pgroups, truth = nonmonotone_layer(seed, cfg["n"], cfg["groups"], cfg["per_group"],
+                                                         cfg["n_child"], cfg["model"])
+                cgroups = make_groups(cfg["n_child"], cfg["n_child"])
+            for label, (est, opts) in VARIANTS.items():
+                if label.startswith(("knn", "gmi")):
+                    continue
+                t0 = time.perf_counter()
+                m = cmi_matrix(p, c, pgroups, cgroups, estimator=est, seed=seed, **opts)
+                dt = time.perf_counter() - t0
+                rho, top = within_child(m, truth)
+                rows.append({"suite": suite, "variant": label, "estimator": est, "seed": seed, "n": cfg["n"],
+                             "spearman": rho, "topk": top, "seconds": dt,
+                             "true_cmi_range": [float(truth.min()), float(truth.max())]})
+                log.info("%-16s %-12s s%d  rho=%+.3f top=%.2f  %.1fs", label, suite, seed, rho, top, dt)
+    return rows
 
 
 # --------------------------------------------------------------------------- scores
@@ -236,6 +325,18 @@ def run(quick: bool = False) -> dict[str, Any]:
             "cells": len(sel),
             "seconds": float(sum(r["seconds"] for r in sel)),
         }
+    extra = suite_rows(quick)
+    for label in VARIANTS:
+        for suite in SUITES:
+            sel = [r["spearman"] for r in extra if r["variant"] == label and r["suite"] == suite]
+            summary[label][f"spearman {suite}"] = float(np.mean(sel)) if sel else None
+        summary[label]["seconds_suites"] = float(sum(r["seconds"] for r in extra if r["variant"] == label))
+    hs = summary["hash"]
+    hash_checks = {
+        "ranking bar": hs["spearman ranking bar"],
+        "linear": hs["spearman_linear"],
+        "abs 1ch": hs["spearman abs 1ch"],
+    }
     default_label = next(k for k, (e, o) in VARIANTS.items() if e == DEFAULT_ESTIMATOR and not o)
     return {
         "benchmark": NAME,
@@ -264,6 +365,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "default_meets_target": bool((summary[default_label]["spearman_linear"] or 0) >= TARGET),
         "summary": summary,
         "rows": rows,
+        "suites": {"definitions": SUITES, "noise_sd": NOISE_SD, "seeds": [0] if quick else [0, 1, 2],
+                   "rows": extra},
+        "hash_targets": {k: {"target": HASH_TARGETS[k], "spearman": v, "met": v is not None and v >= HASH_TARGETS[k]}
+                         for k, v in hash_checks.items()},
         "projection_ceiling": {
             "what": "within-child Spearman of the exact Gaussian chain-rule CMI after the p-stable "
                     "projection of the parents to r = min(n_p, floor(log2(N/10))) dimensions "
@@ -305,6 +410,29 @@ def markdown(result: dict[str, Any]) -> str:
         out.append(f"| {name} | " + " | ".join(cells)
                    + f" | {_fmt(s['spearman_linear'])} | {_fmt(s['topk_linear'], '.2f')}"
                    + f" | {_fmt(s['spearman_monotone'])} | {s['seconds']:.0f} |")
+    if result.get("suites"):
+        suites = list(result["suites"]["definitions"])
+        out += [
+            "",
+            f"Further suites (mean within-child Spearman, {len(result['suites']['seeds'])} seed(s); "
+            "knn and gmi not run): 'ranking bar' = linear-Gaussian, 12 parent groups × 4, child groups "
+            "of 2, N = 3000; 'abs' = child = Σ s·|u| + noise over independent parents (groups of 1 or "
+            "4 channels), 'mixed' = Σ (l·u + s·|u|) + noise; truth by 1-D numerical integration; N = 2000.",
+            "",
+            "| estimator | " + " | ".join(suites) + " | time (s) |",
+            "|---|" + "---|" * (len(suites) + 1),
+        ]
+        for label, sm in result["summary"].items():
+            if all(sm.get(f"spearman {x}") is None for x in suites):
+                continue
+            name = f"**{label}** (default)" if label == result["default_variant"] else label
+            out.append(f"| {name} | " + " | ".join(_fmt(sm.get(f"spearman {x}")) for x in suites)
+                       + f" | {sm.get('seconds_suites', 0.0):.1f} |")
+        ht = result.get("hash_targets", {})
+        if ht:
+            out += ["", "Targets for `hash`: " + "; ".join(
+                f"{k} ≥ {v['target']}: {_fmt(v['spearman'])} ({'met' if v['met'] else 'MISSED'})"
+                for k, v in ht.items()) + "."]
     ceil = result["projection_ceiling"]
     out += [
         "",

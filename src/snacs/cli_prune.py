@@ -73,7 +73,7 @@ def add_commands(sub) -> None:
     g.add_argument("--samples-per-class", type=int, default=250,
                    help="calibration samples per class from the training split (default: %(default)s)")
     g.add_argument("--estimator", default=None,
-                   help="CMI estimator: gaussian_copula, edge, edge_faithful, gaussian, knn, gmi "
+                   help="CMI estimator: gaussian_copula, edge, edge_faithful, gaussian, hash, knn, gmi "
                         "(default: gaussian_copula, chosen by measured ranking quality)")
     g.add_argument("--phi", choices=["weight", "weight_sq", "exp_weight", "none"], default="weight",
                    help="weight-based scaling of the CMI (default: %(default)s)")

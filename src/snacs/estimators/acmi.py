@@ -25,13 +25,14 @@ from snacs.estimators._common import (
 from snacs.estimators.edge import edge_cmi_matrix, edge_options
 from snacs.estimators.gaussian import gaussian_cmi_matrix
 from snacs.estimators.gmi import gmi_cmi_matrix
+from snacs.estimators.hashcmi import hash_cmi_matrix
 from snacs.estimators.knn import knn_cmi_matrix
 
 __all__ = ["ESTIMATORS", "PHI_KINDS", "DEFAULT_ESTIMATOR", "acmi_matrix", "cmi_matrix", "phi_matrix", "make_groups"]
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS = ("edge", "edge_faithful", "gaussian", "gaussian_copula", "knn", "gmi")
+ESTIMATORS = ("edge", "edge_faithful", "gaussian", "gaussian_copula", "hash", "knn", "gmi")
 PHI_KINDS = ("none", "weight", "weight_sq", "exp_weight")
 
 #: Chosen by measured ranking quality (benchmarks/estimator_quality.py) and speed
@@ -117,6 +118,7 @@ _OPTION_NAMES = {
     "edge_faithful": None,
     "gaussian": {"ridge", "shrinkage", "copula"},
     "gaussian_copula": {"ridge", "shrinkage"},
+    "hash": {"ridge", "shrinkage"},
     "knn": {"k", "max_batch_elements"},
     "gmi": set(),
 }
@@ -163,6 +165,8 @@ def cmi_matrix(
             out = gaussian_cmi_matrix(p, c, pg, cg, **options)
         elif estimator == "gaussian_copula":
             out = gaussian_cmi_matrix(p, c, pg, cg, copula=True, **options)
+        elif estimator == "hash":
+            out = hash_cmi_matrix(p, c, pg, cg, **options)
         elif estimator == "knn":
             out = knn_cmi_matrix(p, c, pg, cg, **options)
         else:
@@ -198,11 +202,13 @@ def acmi_matrix(
             array (e.g. for depthwise convs).
         estimator: "edge" (CRN chain rule), "edge_faithful" (literal SPEC §2 per term),
             "gaussian" (log-determinant), "gaussian_copula" (the same on normal scores),
-            "knn" (KSG type) or "gmi" (MINT's geometric estimator; slow).
+            "hash" (canonical-pair hash CMI: 1-D hash MI of at most two canonical pairs per
+            cell, sees non-monotone dependence), "knn" (KSG type) or "gmi" (MINT's geometric
+            estimator; slow).
         seed: seed of every random choice; the same inputs and seed give the same matrix.
         **options: `threads` (torch intra-op threads while estimating, default 1, None = leave
-            the global setting), `faithful` and the `EdgeOptions` fields for EDGE, `ridge` for
-            gaussian, `k` for knn.
+            the global setting), `faithful` and the `EdgeOptions` fields for EDGE, `ridge` and
+            `shrinkage` for gaussian, gaussian_copula and hash, `k` for knn.
     """
     cmi = cmi_matrix(parent_act, child_act, parent_groups, child_groups, estimator=estimator, seed=seed, **options)
     gc, gp = cmi.shape
