@@ -117,3 +117,21 @@ def test_snacs_global_end_to_end():
         snacs.SNACS(allocation="global", granularity="connection", target=0.3).validate()
     with pytest.raises(ConfigError, match="unknown allocation"):
         snacs.SNACS(allocation="magic").validate()
+
+
+def test_cli_allocation_global(tmp_path):
+    import json
+
+    from snacs.cli import main
+
+    out = tmp_path / "p"
+    code = main(["prune", "--model", "simplecnn", "--dataset", "synthetic", "--samples-per-class",
+                 "8", "--estimator", "gaussian", "--groups", "8", "--limits", "none",
+                 "--allocation", "global", "--target", "0.4", "--target-metric", "macs",
+                 "--out", str(out), "--no-progress", "--no-latency"])
+    assert code == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["settings"]["allocation"] == "global"
+    assert json.loads((out / "settings.json").read_text())["allocation"] == "global"
+    slim = snacs.load(out / "model.pt")
+    assert 1 - count_macs(slim, (3, 32, 32)) / res["macs_before"] >= 0.4

@@ -31,7 +31,7 @@ log = logging.getLogger("snacs")
 # different values is refused unless --overwrite)
 PRUNE_KEYS = ("model", "width", "checkpoint", "model_file", "model_args", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
-              "limits", "limit_fraction", "relax_limits", "grid_step", "probe", "sensitivity",
+              "limits", "limit_fraction", "relax_limits", "allocation", "grid_step", "probe", "sensitivity",
               "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay",
               "image_size", "resize", "crop", "mean", "std", "classes", "skip_bad_images")
 
@@ -85,6 +85,11 @@ def add_commands(sub) -> None:
     g.add_argument("--relax-limits", action="store_true",
                    help="with --target above what the limits allow: raise --limit-fraction just "
                         "enough instead of stopping with an error")
+    g.add_argument("--allocation", choices=["limits", "global"], default="limits",
+                   help="how a --target is spread across layers: limits (each layer within its "
+                        "probe limit, one score quantile for all) or global (layer-normalised ACMI "
+                        "ranked across all layers, the lowest removed until the target is met; "
+                        "filter granularity) (default: %(default)s)")
     g.add_argument("--grid-step", type=int, default=5,
                    help="step of the probe's pruning-rate grid, percent (default: %(default)s)")
     g.add_argument("--probe", choices=["svm", "linear", "ncm"], default="svm",
@@ -197,7 +202,8 @@ def cmd_prune(args) -> int:
                   target_metric=args.target_metric, q=args.q, groups=args.groups,
                   samples_per_class=args.samples_per_class, estimator=args.estimator,
                   phi=args.phi, limits=args.limits, limit_fraction=args.limit_fraction,
-                  relax_limits=args.relax_limits, grid_step=args.grid_step, probe=args.probe,
+                  relax_limits=args.relax_limits, allocation=args.allocation,
+                  grid_step=args.grid_step, probe=args.probe,
                   sensitivity=args.sensitivity, sensitivity_k=args.sensitivity_k,
                   protect_fraction=args.protect_fraction,
                   workers=args.workers, cache_dir=str(out / "cache"),
