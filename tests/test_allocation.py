@@ -119,6 +119,7 @@ def test_snacs_global_end_to_end():
         snacs.SNACS(allocation="magic").validate()
 
 
+@pytest.mark.slow
 def test_cli_allocation_global(tmp_path):
     import json
 
