@@ -43,7 +43,7 @@ BUDGETS = (0.5, 0.7, 0.85)
 SEEDS = (0, 1)
 METRICS = ("params", "macs")
 
-# Same recipe as `snacs train` for fashion-mnist (cli.DATASET_TRAIN_DEFAULTS): batch 64, no
+# Same recipe as `snacs train` for fashion-mnist (cli_common.DATASET_TRAIN_DEFAULTS): batch 64, no
 # augmentation, lr 0.05 cosine, 2 epochs.
 BASE_TRAIN = {"epochs": 2, "lr": 0.05, "schedule": "cosine", "batch_size": 64, "augment": False,
               "weight_decay": 5e-4, "val_fraction": 0.1, "seed": 0}
@@ -94,8 +94,9 @@ CIFAR_FINETUNE = {"epochs": 1, "lr": 0.01, "schedule": "cosine-step", "batch_siz
                   "augment": True, "weight_decay": 5e-4, "val_fraction": 0.0}
 CIFAR_METHODS = ("snacs", "snacs-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip",
                  "snacs-ul", "dense")
-# issue order: 50 % of parameters and of MACs first, then 70 %, then 85 % of parameters
-CIFAR_BUDGETS = (("params", 0.5), ("macs", 0.5), ("params", 0.7), ("macs", 0.7),
+# equal compute first (50 % of MACs: what makes a model faster), then 50 % of parameters, then
+# 70 % of each, then 85 % of parameters
+CIFAR_BUDGETS = (("macs", 0.5), ("params", 0.5), ("macs", 0.7), ("params", 0.7),
                  ("params", 0.85))
 CIFAR_LATENCY = {"bs1": {"batch_size": 1, "repeats": 20}, "bs64": {"batch_size": 64, "repeats": 5},
                  "bs1_ts": {"batch_size": 1, "repeats": 20, "frozen": True},
