@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from snacs.errors import CheckpointError, ConfigError
+from snacs.evaluation import _progress, evaluate
 from snacs.io import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -106,42 +107,6 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset,
-    *,
-    indices: torch.Tensor | None = None,
-    batch_size: int = 512,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy of `model` on `dataset` (eval mode)."""
-    from snacs.data import BatchLoader
-
-    loader = BatchLoader(dataset, batch_size, indices=indices, shuffle=False, augment=False)
-    was_training = model.training
-    model.eval()
-    correct, total, loss_sum = 0, 0, 0.0
-    it = _progress(loader, progress, "evaluate")
-    for x, y in it:
-        out = model(x)
-        loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-        total += int(y.numel())
-    model.train(was_training)
-    if total == 0:
-        raise ConfigError("evaluation set is empty")
-    return {"accuracy": 100.0 * correct / total, "loss": loss_sum / total, "samples": total}
-
-
-def _progress(iterable, enabled: bool, desc: str, **kw):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, **kw)
 
 
 def train(

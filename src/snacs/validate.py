@@ -359,7 +359,7 @@ def check_base_model(model: nn.Module, data, *, samples: int = BASE_CHECK_SAMPLE
     Raises:
         DataError: the check failed and ``force`` is false.
     """
-    from snacs.train import evaluate
+    from snacs.evaluation import evaluate
 
     classes = list(getattr(data, "classes", []) or [])
     check_finite_weights(model)  # a NaN model scores at chance; say why
