@@ -33,6 +33,7 @@ import torch
 
 from benchmarks import RESULTS, environment, write_json
 from benchmarks import baselines as B
+from snacs.io import file_sha256
 
 log = logging.getLogger("benchmarks.compare")
 
@@ -175,14 +176,6 @@ def _datasets(suite: Suite):
     if suite.dataset == "fashion-mnist":
         return fashion_mnist("train"), fashion_mnist("test")
     return get_dataset(suite.dataset, "train"), get_dataset(suite.dataset, "test")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def committed_base(suite: Suite, bases: Path = BASES) -> tuple[torch.nn.Module, dict]:

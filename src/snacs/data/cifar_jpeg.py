@@ -8,7 +8,6 @@ decoded uint8 tensors are kept in ``<cache>/cifar10-jpeg-<split>.pt`` so later l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ from snacs.data.base import TensorImageDataset
 from snacs.data.cifar import CIFAR10_CLASSES, _safe_members, default_data_root
 from snacs.data.normalization import Stats, resolve_stats
 from snacs.errors import ConfigError, DataError
+from snacs.io import file_sha256
 
 __all__ = ["CIFAR10_JPEG_ARCHIVE", "CIFAR10_JPEG_SHA256", "cifar10_jpeg", "find_cifar10_jpeg_archive"]
 
@@ -56,20 +56,12 @@ def find_cifar10_jpeg_archive(archive: str | os.PathLike[str] | None = None) -> 
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _unpack(archive: Path, cache: Path) -> Path:
     """Extract ``archive`` into ``cache/cifar10-jpeg`` atomically (temp dir, then rename)."""
     target = cache / _DIR
     if (target / "train").is_dir() and (target / "test").is_dir():
         return target
-    digest = _sha256(archive)
+    digest = file_sha256(archive)
     if digest != CIFAR10_JPEG_SHA256:
         raise DataError(
             f"{archive} has sha256 {digest[:16]}…, expected {CIFAR10_JPEG_SHA256[:16]}…; the "
