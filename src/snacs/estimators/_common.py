@@ -58,6 +58,21 @@ def check_same_rows(**arrays: torch.Tensor) -> int:
     return next(iter(sizes.values()))
 
 
+def one_cell(matrix_fn, x: ArrayLike, y: ArrayLike, z: ArrayLike | None, **opts: Any) -> float:
+    """I(X; Y | Z) as the single cell of a `*_cmi_matrix` estimator: parents [Y, Z], Y the one
+    parent group, X the one child group (Z None: I(X; Y))."""
+    xt, yt = as_matrix(x, "x"), as_matrix(y, "y")
+    if z is None:
+        parents = yt
+        check_same_rows(x=xt, y=yt)
+    else:
+        zt = as_matrix(z, "z")
+        check_same_rows(x=xt, y=yt, z=zt)
+        parents = torch.cat([yt, zt], dim=1)
+    out = matrix_fn(parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])], **opts)
+    return float(out[0, 0])
+
+
 def make_groups(n: int, groups: int) -> list[np.ndarray]:
     """Split channels 0..n-1 into `groups` contiguous groups (SPEC §1).
 

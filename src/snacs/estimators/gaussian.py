@@ -29,7 +29,7 @@ from scipy.stats import rankdata
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 from snacs.errors import ConfigError
-from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows, standardize
+from snacs.estimators._common import ArrayLike, one_cell, standardize
 
 __all__ = ["JointCorrelation", "gaussian_cmi", "gaussian_cmi_matrix", "joint_correlation", "normal_scores"]
 
@@ -142,19 +142,8 @@ def gaussian_cmi(
         copula: replace every column by its normal scores (ranks) first: a Gaussian-copula
             estimate, invariant to any increasing transform of a column.
     """
-    xt, yt = as_matrix(x, "x"), as_matrix(y, "y")
-    if z is None:
-        parents = yt
-        check_same_rows(x=xt, y=yt)
-    else:
-        zt = as_matrix(z, "z")
-        check_same_rows(x=xt, y=yt, z=zt)
-        parents = torch.cat([yt, zt], dim=1)
-    out = gaussian_cmi_matrix(
-        parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])],
-        ridge=ridge, shrinkage=shrinkage, copula=copula,
-    )
-    return float(out[0, 0])
+    return one_cell(gaussian_cmi_matrix, x, y, z, ridge=ridge, shrinkage=shrinkage,
+                    copula=copula)
 
 
 def gaussian_cmi_matrix(

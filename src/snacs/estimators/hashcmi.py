@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.special import xlogy
 
-from snacs.estimators._common import ArrayLike, as_matrix, check_same_rows
+from snacs.estimators._common import ArrayLike, one_cell
 from snacs.estimators.gaussian import joint_correlation
 
 __all__ = ["CLIP", "MAX_PAIRS", "SHIFTS", "WIDTH", "hash_cmi", "hash_cmi_matrix", "hash_mi_pairs"]
@@ -106,17 +106,7 @@ def hash_cmi(
     shrinkage: float | str = "auto",
 ) -> float:
     """Canonical-pair hash estimate of I(X; Y | Z) in bits (Z may be None: then I(X; Y))."""
-    xt, yt = as_matrix(x, "x"), as_matrix(y, "y")
-    if z is None:
-        parents = yt
-        check_same_rows(x=xt, y=yt)
-    else:
-        zt = as_matrix(z, "z")
-        check_same_rows(x=xt, y=yt, z=zt)
-        parents = torch.cat([yt, zt], dim=1)
-    out = hash_cmi_matrix(parents, xt, [np.arange(yt.shape[1])], [np.arange(xt.shape[1])],
-                          ridge=ridge, shrinkage=shrinkage)
-    return float(out[0, 0])
+    return one_cell(hash_cmi_matrix, x, y, z, ridge=ridge, shrinkage=shrinkage)
 
 
 def hash_cmi_matrix(
