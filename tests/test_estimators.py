@@ -297,19 +297,14 @@ def _logdet(c: np.ndarray, idx) -> float:
     return float(np.linalg.slogdet(c[np.ix_(idx, idx)])[1]) if idx else 0.0
 
 
-def ref_gaussian_cmi(x, y, z, *, parent_shrinkage: float = 0.0) -> float:
+def ref_gaussian_cmi(x, y, z) -> float:
     """I(X; Y | Z) in bits from determinants of the sample correlation matrix:
-    [log det C_XZ + log det C_YZ - log det C_Z - log det C_XYZ] / (2 ln 2).
-
-    `parent_shrinkage` δ replaces the parent block C_PP (P = [Y, Z]) by (1 - δ) C_PP + δ I and
-    leaves the child rows alone (Ledoit–Wolf shrinkage of the parents' covariance only).
-    """
+    [log det C_XZ + log det C_YZ - log det C_Z - log det C_XYZ] / (2 ln 2)."""
     x, y = np.asarray(x, float).reshape(len(x), -1), np.asarray(y, float).reshape(len(y), -1)
     z = np.zeros((len(x), 0)) if z is None else np.asarray(z, float).reshape(len(x), -1)
     dx, dy, dz = x.shape[1], y.shape[1], z.shape[1]
     c = _corr(y, z, x)  # parents first
     n_p = dy + dz
-    c[:n_p, :n_p] = (1 - parent_shrinkage) * c[:n_p, :n_p] + parent_shrinkage * np.eye(n_p)
     iy, iz, ix = range(dy), range(dy, n_p), range(n_p, n_p + dx)
     val = (_logdet(c, [*ix, *iz]) + _logdet(c, [*iy, *iz]) - _logdet(c, iz)
            - _logdet(c, [*ix, *iy, *iz]))
@@ -388,18 +383,64 @@ def test_gaussian_copula_invariant_under_monotone_maps() -> None:
     assert abs(gaussian_cmi(xm, ym, zm) - gaussian_cmi(x, y, z)) > 0.02
 
 
-@pytest.mark.xfail(reason="open (issue 14): the estimator shrinks only Σ_PP but takes the child's "
-                   "conditional covariance as the covariance of the residuals C − PU (PD by "
-                   "construction) instead of the Schur complement of the shrunk correlation "
-                   "matrix this reference uses; they differ by up to 0.14 bit at δ = 0.3",
-                   strict=True)
-def test_gaussian_fixed_shrinkage_shrinks_only_the_parent_block() -> None:
+def ref_fitted_model_cmi(x, y, z, *, parent_shrinkage: float) -> float:
+    """I(X; Y | Z) of the Gaussian model that the shrunk regression fits (the documented
+    definition): parents P = [Y, Z] ~ N(0, Σ^s) with Σ^s = (1 - δ) C_PP + δ I, and
+    X | P ~ N(Uᵀ P, S) with U = (Σ^s)⁻¹ C_PX and S the sample covariance of the residuals
+    X − P U. The implied joint covariance [[Σ^s, Σ^s U], [Uᵀ Σ^s, S + Uᵀ Σ^s U]] then goes
+    through the four log-determinants of `ref_gaussian_cmi`."""
+    x, y = np.asarray(x, float).reshape(len(x), -1), np.asarray(y, float).reshape(len(y), -1)
+    z = np.asarray(z, float).reshape(len(x), -1)
+    dx, dy, dz = x.shape[1], y.shape[1], z.shape[1]
+    d = np.column_stack([y, z, x])
+    d = (d - d.mean(0)) / d.std(0)
+    n_p = dy + dz
+    p, c = d[:, :n_p], d[:, n_p:]
+    sig = (1 - parent_shrinkage) * (p.T @ p / len(d)) + parent_shrinkage * np.eye(n_p)
+    u = np.linalg.solve(sig, p.T @ c / len(d))
+    res = c - p @ u
+    s = res.T @ res / len(d)
+    m = np.block([[sig, sig @ u], [u.T @ sig, s + u.T @ sig @ u]])
+    iy, iz, ix = range(dy), range(dy, n_p), range(n_p, n_p + dx)
+    val = (_logdet(m, [*ix, *iz]) + _logdet(m, [*iy, *iz]) - _logdet(m, iz)
+           - _logdet(m, [*ix, *iy, *iz]))
+    return 0.5 * val / math.log(2)
+
+
+def test_gaussian_fixed_shrinkage_is_the_cmi_of_the_fitted_regression_model() -> None:
+    # The definition chosen (issue 14): shrink only the parent block, and take the child's
+    # conditional covariance as the covariance of the shrunk regression's residuals. This is
+    # the exact CMI of a proper Gaussian model, so it is never negative and needs no clamp.
     p, c = small_layer()
-    for delta in (0.3, 0.8):
+    for delta in (0.0, 0.3, 0.8):
         got = cmi_matrix(p, c, PG_RAGGED, 1, estimator="gaussian", shrinkage=delta, ridge=0.0)
-        expected = [ref_gaussian_cmi(c, p[:, g], p[:, np.setdiff1d(np.arange(9), g)],
-                                     parent_shrinkage=delta) for g in PG_RAGGED]
-        np.testing.assert_allclose(got[0], np.maximum(expected, 0.0), rtol=0, atol=1e-6)
+        rest = [np.setdiff1d(np.arange(9), g) for g in PG_RAGGED]
+        for j, cg in enumerate([np.arange(5)]):
+            expected = [ref_fitted_model_cmi(c[:, cg], p[:, g], p[:, r], parent_shrinkage=delta)
+                        for g, r in zip(PG_RAGGED, rest, strict=True)]
+            assert min(expected) >= 0.0
+            np.testing.assert_allclose(got[j], expected, rtol=0, atol=1e-9)
+        if delta == 0.0:  # no shrinkage: both definitions are the plain sample CMI
+            plain = [ref_gaussian_cmi(c, p[:, g], p[:, r]) for g, r in zip(PG_RAGGED, rest, strict=True)]
+            np.testing.assert_allclose(got[0], plain, rtol=0, atol=1e-9)
+
+
+def test_schur_complement_of_the_shrunk_matrix_is_not_a_covariance() -> None:
+    # Why the residual definition: the alternative (shrink C_PP inside the joint correlation
+    # matrix and take Schur complements) need not be positive definite. Strongly correlated
+    # parents and a child that is nearly their sum: shrinking C_PP lowers its top eigenvalue,
+    # C_XX − C_XP (Σ^s)⁻¹ C_PX goes negative, and the log-determinants are undefined.
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((2000, 1))
+    p = f + 0.05 * rng.standard_normal((2000, 6))
+    c = p.sum(1, keepdims=True) + 0.01 * rng.standard_normal((2000, 1))
+    r = _corr(p, c)
+    sig = 0.5 * r[:6, :6] + 0.5 * np.eye(6)
+    schur = r[6, 6] - r[6, :6] @ np.linalg.solve(sig, r[:6, 6])
+    assert schur < 0
+    got = cmi_matrix(p, c, [np.array([0]), np.array([1, 2, 3, 4, 5])], 1, estimator="gaussian",
+                     shrinkage=0.5, ridge=0.0)
+    assert np.all(np.isfinite(got)) and np.all(got >= 0)
 
 
 def _factor_parents(n: int, n_p: int, seed: int, a: float = 1.0):

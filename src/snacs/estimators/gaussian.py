@@ -14,6 +14,12 @@ count and the parents are correlated, close to 1 when they are independent): a r
 regression of the children on the parents. The parent-child cross terms are left alone (shrinking
 them too would pull every CMI to 0 exactly when the parents are independent), and S is the
 covariance of the regression residuals C − P U, positive definite whatever the shrinkage.
+
+So the estimate is exactly the CMI of a proper Gaussian model, the one the shrunk regression
+fits: P ~ N(0, Σ^s_PP) and C | P ~ N(Uᵀ P, S). The alternative, the Schur complement
+Σ_CC − Σ_CP (Σ^s_PP)⁻¹ Σ_PC of the shrunk joint matrix, need not be positive definite (shrinking
+lowers the top eigenvalues of strongly correlated parents) and was not chosen (issue 14; both
+definitions are tested in tests/test_estimators.py).
 """
 
 from __future__ import annotations
