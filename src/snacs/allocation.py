@@ -24,14 +24,33 @@ from torch import nn
 from snacs.errors import TargetError
 from snacs.pairs import Topology
 
-__all__ = ["global_allocation", "budget_key"]
+__all__ = ["global_allocation", "budget_key", "predicted_counts", "BUDGET_METRICS"]
+
+
+BUDGET_METRICS = ("params", "macs", "latency")
 
 
 def budget_key(metric: str) -> str:
-    """The key of :func:`snacs.plan.count_plan`'s result that a budget metric is measured by."""
-    if metric not in ("params", "macs"):
-        raise TargetError(f"budget metric must be 'params' or 'macs', got {metric!r}")
-    return "weights_removed" if metric == "params" else "macs_removed"
+    """The key of the predicted counts (:func:`snacs.plan.count_plan`, plus ``latency_removed``
+    from a latency table) that a budget metric is measured by."""
+    if metric not in BUDGET_METRICS:
+        raise TargetError(f"budget metric must be 'params', 'macs' or 'latency', got {metric!r}")
+    return {"params": "weights_removed", "macs": "macs_removed", "latency": "latency_removed"}[metric]
+
+
+def predicted_counts(model: nn.Module, topology: Topology, plan, latency_table=None) -> dict[str, float]:
+    """Weights and MACs after a filter plan, and with a latency table its predicted latency."""
+    from snacs.plan import count_plan
+
+    counts = count_plan(model, topology, plan)
+    if latency_table is not None:
+        from snacs.latency import kept_channels
+
+        kept = kept_channels(model, topology, plan)
+        counts["latency_before_ms"] = latency_table.predict_ms({})
+        counts["latency_after_ms"] = latency_table.predict_ms(kept)
+        counts["latency_removed"] = latency_table.predicted_removal(kept)
+    return counts
 
 
 def global_allocation(
@@ -44,15 +63,18 @@ def global_allocation(
     units: Mapping[int, np.ndarray] | None = None,
     protected: Mapping[int, set[int] | list[int]] | None = None,
     caps: Mapping[int, float] | None = None,
+    latency_table=None,
 ) -> tuple[dict[int, list[int]], dict[str, float]]:
     """Remove the globally lowest mean-normalised units until `target` of `metric` is removed.
 
     Args:
         importance: per channel group id, one score per unit (higher = keep).
-        target: fraction of conv+linear weights (``"params"``) or MACs (``"macs"``) to remove.
+        target: fraction of conv+linear weights (``"params"``), MACs (``"macs"``) or predicted
+            latency (``"latency"``, priced by `latency_table`) to remove.
         units: per group, the unit index of each channel (default: one channel per unit).
         protected: per group, units that are never removed.
         caps: per group, the largest fraction of its units that may go (default: all but one).
+        latency_table: a :class:`snacs.latency.LatencyTable` of the model (metric "latency").
 
     Returns:
         ``remove[group id]`` = sorted channel indices, and the predicted counts.
@@ -60,9 +82,11 @@ def global_allocation(
     Raises:
         TargetError: even removing every candidate falls short of the target.
     """
-    from snacs.plan import Plan, count_plan
+    from snacs.plan import Plan
 
     key = budget_key(metric)
+    if metric == "latency" and latency_table is None:
+        raise TargetError("a latency budget needs a latency table (snacs.latency.measure_table)")
     cand_score, cand_gid, cand_unit = [], [], []
     for gid in sorted(importance):
         imp = np.asarray(importance[gid], dtype=np.float64)
@@ -100,8 +124,8 @@ def global_allocation(
         return out
 
     def predicted(k: int) -> dict[str, float]:
-        return count_plan(model, topology, Plan(granularity="filter", mode="target",
-                                                remove=removal(k)))
+        return predicted_counts(model, topology, Plan(granularity="filter", mode="target",
+                                                      remove=removal(k)), latency_table)
 
     top = predicted(len(order))
     if top[key] < target:
@@ -128,6 +152,7 @@ def plan_global(
     metric: str = "params",
     groups: int = 64,
     caps: Mapping[int, float] | None = None,
+    latency_table=None,
 ):
     """A filter plan from ACMI scores by :func:`global_allocation`.
 
@@ -147,5 +172,5 @@ def plan_global(
         if cg.id in sens:
             protected[cg.id] = set(sens[cg.id].protected)
     remove, pred = global_allocation(model, topology, importance, target, metric, units=units,
-                                     protected=protected, caps=caps)
+                                     protected=protected, caps=caps, latency_table=latency_table)
     return Plan(granularity="filter", mode="target", remove=remove, predicted=pred)

@@ -31,7 +31,8 @@ log = logging.getLogger("snacs")
 # different values is refused unless --overwrite)
 PRUNE_KEYS = ("model", "width", "checkpoint", "model_file", "model_args", "dataset", "data_root", "target", "target_metric",
               "granularity", "mode", "q", "groups", "samples_per_class", "estimator", "phi",
-              "limits", "limit_fraction", "relax_limits", "allocation", "grid_step", "probe", "sensitivity",
+              "limits", "limit_fraction", "relax_limits", "allocation", "latency_batch_size",
+              "latency_threads", "latency_table", "grid_step", "probe", "sensitivity",
               "sensitivity_k", "protect_fraction", "seed", "finetune_epochs", "lr", "weight_decay",
               "image_size", "resize", "crop", "mean", "std", "classes", "skip_bad_images")
 
@@ -63,9 +64,20 @@ def add_commands(sub) -> None:
                         "the limits; target: remove --target (default: %(default)s, or target "
                         "when --target is given)")
     g.add_argument("--target", type=float, default=None,
-                   help="fraction in (0, 1) of parameters (or MACs) to remove")
-    g.add_argument("--target-metric", choices=["params", "macs"], default="params",
-                   help="what --target counts (default: %(default)s)")
+                   help="fraction in (0, 1) of parameters (or MACs, or latency) to remove")
+    g.add_argument("--target-metric", choices=["params", "macs", "latency"], default="params",
+                   help="what --target counts: conv+linear weights, MACs, or the measured latency "
+                        "of the frozen TorchScript model (default: %(default)s)")
+    g.add_argument("--latency-batch-size", type=int, default=1,
+                   help="with --target-metric latency: batch size it is measured at "
+                        "(default: %(default)s)")
+    g.add_argument("--latency-threads", type=int, default=1,
+                   help="with --target-metric latency: CPU threads it is measured with "
+                        "(default: %(default)s)")
+    g.add_argument("--latency-table", default=None, metavar="FILE",
+                   help="with --target-metric latency: per-layer timings written by `snacs "
+                        "latency-table` on the deployment machine (default: timed here, and the "
+                        "pruned model timed to check the target)")
     g.add_argument("--q", type=float, default=None, help="quantile for --mode global")
     g.add_argument("--groups", type=int, default=64,
                    help="G, filter groups per layer side, G = min(channels, groups) "
@@ -85,11 +97,12 @@ def add_commands(sub) -> None:
     g.add_argument("--relax-limits", action="store_true",
                    help="with --target above what the limits allow: raise --limit-fraction just "
                         "enough instead of stopping with an error")
-    g.add_argument("--allocation", choices=["limits", "global"], default="limits",
+    g.add_argument("--allocation", choices=["auto", "limits", "global"], default="auto",
                    help="how a --target is spread across layers: limits (each layer within its "
-                        "probe limit, one score quantile for all) or global (layer-normalised ACMI "
+                        "probe limit, one score quantile for all), global (layer-normalised ACMI "
                         "ranked across all layers, the lowest removed until the target is met; "
-                        "filter granularity) (default: %(default)s)")
+                        "filter granularity), or auto: limits for a parameter target, global for a "
+                        "MAC or latency target (default: %(default)s)")
     g.add_argument("--grid-step", type=int, default=5,
                    help="step of the probe's pruning-rate grid, percent (default: %(default)s)")
     g.add_argument("--probe", choices=["svm", "linear", "ncm"], default="svm",
@@ -123,6 +136,21 @@ def add_commands(sub) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     add_common_args(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "latency-table", help="time every layer on this machine, for --target-metric latency",
+        description="Time every conv and linear layer of a model, traced and frozen, over a grid "
+                    "of kept channel counts, on this machine (run it where the model will be "
+                    "deployed). Writes a JSON table for `snacs prune --target-metric latency "
+                    "--latency-table FILE`.")
+    add_model_args(p, "the trained weights that will be pruned (state_dict or snacs model file)")
+    add_data_args(p)
+    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: %(default)s)")
+    p.add_argument("--latency-threads", type=int, default=1,
+                   help="CPU threads (default: %(default)s)")
+    p.add_argument("--out", required=True, help="the table to write (JSON)")
+    add_common_args(p)
+    p.set_defaults(func=cmd_latency_table)
 
     p = sub.add_parser("finetune", help="fine-tune a pruned model",
                        description="Fine-tune a model written by `snacs prune`; zero weights stay "
@@ -203,6 +231,8 @@ def cmd_prune(args) -> int:
                   samples_per_class=args.samples_per_class, estimator=args.estimator,
                   phi=args.phi, limits=args.limits, limit_fraction=args.limit_fraction,
                   relax_limits=args.relax_limits, allocation=args.allocation,
+                  latency_batch_size=args.latency_batch_size, latency_threads=args.latency_threads,
+                  latency_table=args.latency_table,
                   grid_step=args.grid_step, probe=args.probe,
                   sensitivity=args.sensitivity, sensitivity_k=args.sensitivity_k,
                   protect_fraction=args.protect_fraction,
@@ -249,6 +279,26 @@ def cmd_prune(args) -> int:
     print(summary_table(res))
     print(f"\nreport: {out / 'report.md'}   model: {out / 'model.pt'}")
     _ = evaluate  # evaluation happens inside prune/train
+    return 0
+
+
+def cmd_latency_table(args) -> int:
+    from snacs.latency import measure_table
+
+    data = build_dataset(args.dataset, "test", args.data_root, **dataset_extra(args))
+    model = build_model(args, data)
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise ConfigError(f"--out {out}: the latency table is JSON; give a path ending in .json")
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True)
+    tab = measure_table(model, tuple(data.image_shape), batch_size=args.batch_size,
+                        threads=args.latency_threads)
+    tab.save(out)
+    uniq = len({r["signature"] for r in tab.layers.values()})
+    print(f"wrote {out}: {len(tab.layers)} layers ({uniq} distinct shapes), whole model "
+          f"{tab.base_ms:.3f} ms at batch {tab.batch_size} with {tab.threads} thread(s), the timed "
+          f"layers {tab.layers_full_ms:.3f} ms of it")
     return 0
 
 

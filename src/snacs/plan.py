@@ -27,7 +27,8 @@ from snacs.sensitivity import GroupSensitivity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "relax_limits", "GRANULARITIES", "MODES", "count_plan"]
+__all__ = ["Plan", "make_plan", "relax_limits", "GRANULARITIES", "MODES", "count_plan",
+           "kept_filter_channels"]
 
 GRANULARITIES = ("filter", "connection")
 MODES = ("ul", "global", "target")
@@ -155,6 +156,29 @@ def _connection_plan(topology, scores, limits, sens, q) -> dict[str, np.ndarray]
     return out
 
 
+def kept_filter_channels(model: nn.Module, topology: Topology, plan: Plan
+                         ) -> tuple[dict[str, int], dict[str, int]]:
+    """(input, output) channel counts of every conv/linear layer after a filter plan; a linear
+    layer after a flatten counts its input features (channels x spatial positions)."""
+    weight_layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    kept_out = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+                for n, m in weight_layers.items()}
+    kept_in = {n: (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features)
+               for n, m in weight_layers.items()}
+    for gid, idx in plan.remove.items():
+        cg = topology.groups[gid]
+        k = len(idx)
+        for n in cg.producers + cg.depthwise:
+            kept_out[n] -= k
+        for n in cg.consumers:
+            spatial = next((p.spatial for p in topology.pairs
+                            if p.child == n and p.group == gid), 1)
+            kept_in[n] -= k * spatial
+        for n in cg.depthwise:
+            kept_in[n] -= k
+    return kept_in, kept_out
+
+
 def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, float]:
     """Predicted conv+linear weights and MACs after the plan, without touching the model."""
     modules = dict(model.named_modules())
@@ -164,21 +188,7 @@ def count_plan(model: nn.Module, topology: Topology, plan: Plan) -> dict[str, fl
     pos = {n: topology.out_positions.get(n, 0) for n in weight_layers}
     macs0 = sum(m.weight.numel() * pos[n] for n, m in weight_layers.items())
     if plan.granularity == "filter":
-        kept_out = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
-                    for n, m in weight_layers.items()}
-        kept_in = {n: (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features)
-                   for n, m in weight_layers.items()}
-        for gid, idx in plan.remove.items():
-            cg = topology.groups[gid]
-            k = len(idx)
-            for n in cg.producers + cg.depthwise:
-                kept_out[n] -= k
-            for n in cg.consumers:
-                spatial = next((p.spatial for p in topology.pairs
-                                if p.child == n and p.group == gid), 1)
-                kept_in[n] -= k * spatial
-            for n in cg.depthwise:
-                kept_in[n] -= k
+        kept_in, kept_out = kept_filter_channels(model, topology, plan)
         w1 = macs1 = 0
         for n, m in weight_layers.items():
             if isinstance(m, nn.Conv2d):

@@ -22,6 +22,8 @@ from torch import nn
 from snacs.errors import ConfigError, DataError
 from snacs.plan import GRANULARITIES, MODES
 
+ALLOCATIONS = ("auto", "limits", "global")
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SNACS", "PruneResult", "prune"]
@@ -44,8 +46,14 @@ class SNACS:
             (the paper's unit: masks (child group, parent group) kernel slices).
         mode: "ul" prunes every pair to its automatic limit; "global" uses quantile `q` of the
             pooled scores capped by the limits; "target" searches q to remove `target`.
-        target: fraction of parameters (or MACs, see `target_metric`) to remove, in (0, 1).
-        target_metric: "params" or "macs".
+        target: fraction of parameters (or MACs or latency, see `target_metric`) to remove, in
+            (0, 1).
+        target_metric: "params" (conv+linear weights), "macs", or "latency": the measured
+            inference time of the traced, frozen TorchScript model at `latency_batch_size` and
+            `latency_threads` (`snacs.latency`). The latency is priced by a per-layer cost table
+            (`latency_table`, or timed on this machine during `fit`); when it is timed here, the
+            pruned model is timed too and the target corrected by the measured shortfall (at
+            most `latency_rounds` plans). The result is in `latency_`. Filter granularity only.
         q: quantile for mode "global".
         groups: G, groups per side (G = min(n, groups)); a value >= channels means one filter
             per group.
@@ -60,13 +68,18 @@ class SNACS:
             the limit fraction just enough (bisection) instead of refusing; each layer's limit
             then grows by how flat its own probe curve is. The fraction used is
             `limit_fraction_`. Only with limits="probe".
-        allocation: how a target is spread across layers (filter granularity). "limits": each
+        allocation: how a target is spread across layers (filter granularity). "auto" (the
+            default): "limits" for a parameter target and for modes "ul" and "global", "global"
+            for a MAC or latency target (chosen by the CIFAR-10 ResNet-56 suite, BENCHMARKS.md:
+            the limit-based plan wins at equal parameters, the global ranking at equal MACs); the
+            choice made is `allocation_`. "limits": each
             layer pruned within its probe limit, one score quantile for all (SPEC §6);
             "global": the layer-mean-normalised ACMI of every filter group ranked across all
             layers, the lowest removed until the target is met (`snacs.allocation`), the best
             group of each layer and protected groups kept, no probe limit involved. In mode
             "ul" with "global", the budget is what the limit-based plan removes (in
-            `target_metric`) and only where it is taken from changes.
+            `target_metric`) and only where it is taken from changes. In mode "target" the
+            global allocation does not use the probe limits, so they are not computed.
         grid_step: step of the rate grid, in percent.
         probe: the limits' classifier: "svm", "linear" or "ncm".
         sensitivity: "auto" (outliers above mean + k·std), "fraction", or "none".
@@ -78,6 +91,11 @@ class SNACS:
         seed: seed of the calibration sample and the estimators.
         recalibrate_bn: after pruning, re-estimate BatchNorm statistics on the calibration set
             (weights unchanged), so the pruned model is usable before fine-tuning.
+        latency_batch_size: batch size the latency target is measured at.
+        latency_threads: CPU threads the latency target is measured with (None: torch's).
+        latency_table: a `snacs.latency.LatencyTable` or the path of one written by
+            `snacs latency-table` on the deployment machine (None: time it here).
+        latency_rounds: with a table timed here, the most plans made to meet the measured target.
         progress: show progress bars.
     """
 
@@ -96,7 +114,7 @@ class SNACS:
         limits: str | float = "probe",
         limit_fraction: float = 0.7,
         relax_limits: bool = False,
-        allocation: str = "limits",
+        allocation: str = "auto",
         grid_step: int = 5,
         probe: str = "svm",
         sensitivity: str = "auto",
@@ -107,6 +125,10 @@ class SNACS:
         batch_size: int = 256,
         seed: int = 0,
         recalibrate_bn: bool = True,
+        latency_batch_size: int = 1,
+        latency_threads: int | None = 1,
+        latency_table=None,
+        latency_rounds: int = 3,
         progress: bool = False,
     ) -> None:
         self.granularity = granularity
@@ -132,6 +154,10 @@ class SNACS:
         self.batch_size = batch_size
         self.seed = seed
         self.recalibrate_bn = recalibrate_bn
+        self.latency_batch_size = latency_batch_size
+        self.latency_threads = latency_threads
+        self.latency_table = latency_table
+        self.latency_rounds = latency_rounds
         self.progress = progress
 
     # -- scikit-learn contract
@@ -172,8 +198,9 @@ class SNACS:
                 raise TargetError(
                     f"target must be a fraction strictly between 0 and 1 (e.g. 0.5 removes half), "
                     f"got {self.target}")
-            if self.target_metric not in ("params", "macs"):
-                raise ConfigError(f"target_metric must be 'params' or 'macs', got {self.target_metric!r}")
+        if self.target_metric not in ("params", "macs", "latency"):
+            raise ConfigError(f"target_metric must be 'params', 'macs' or 'latency', got "
+                              f"{self.target_metric!r}")
         if self.mode == "global" and (self.q is None or not 0.0 <= float(self.q) <= 1.0):
             raise ConfigError(f"mode 'global' needs q in [0, 1], got {self.q}; pass e.g. --q 0.5")
         # G > channels is clamped per layer (G = min(n, groups), SPEC §1); G < 1 is an error
@@ -203,8 +230,10 @@ class SNACS:
             raise ConfigError(
                 f"relax_limits raises the probe's limit fraction, but limits={self.limits!r}; "
                 "use limits='probe' (the default) or drop --relax-limits")
-        if self.allocation not in ("limits", "global"):
-            raise ConfigError(f"unknown allocation {self.allocation!r}; choose limits or global")
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError(f"unknown allocation {self.allocation!r}; choose auto, limits or global")
+        if self.target_metric == "latency":
+            self._validate_latency()
         if self.allocation == "global":
             if self.granularity != "filter":
                 raise ConfigError("allocation='global' removes filter groups; use "
@@ -222,6 +251,39 @@ class SNACS:
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigError(f"workers must be a positive integer, got {self.workers!r}; "
                               "e.g. --workers 1 (one process per CPU core at most)")
+
+    def _validate_latency(self) -> None:
+        from snacs.latency import LatencyTable
+
+        if self.mode != "target":
+            raise ConfigError("target_metric='latency' needs a target: pass e.g. --target 0.5 "
+                              "(half the measured latency removed)")
+        if self.granularity != "filter":
+            raise ConfigError("a latency target removes whole filters; use granularity='filter' "
+                              "(masked connections do not make the model faster)")
+        if self.allocation == "limits":
+            raise ConfigError("target_metric='latency' is spread by the global allocation; use "
+                              "allocation='auto' (the default) or 'global'")
+        for name in ("latency_batch_size", "latency_rounds"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        t = self.latency_threads
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+            raise ConfigError(f"latency_threads must be a positive integer or None, got {t!r}")
+        if self.latency_table is not None and not isinstance(self.latency_table, (str, Path,
+                                                                                  LatencyTable)):
+            raise ConfigError("latency_table must be a snacs.latency.LatencyTable or the path of "
+                              f"one, got {type(self.latency_table).__name__}")
+
+    def resolved_allocation(self) -> str:
+        """The allocation `fit` uses: `allocation`, with "auto" decided by mode and metric."""
+        if self.allocation != "auto":
+            return self.allocation
+        if self.granularity == "filter" and self.mode == "target" and self.target_metric in (
+                "macs", "latency"):
+            return "global"
+        return "limits"
 
     # -- the work
     def _calibration(self, data, input_shape_hint=None):
@@ -294,8 +356,12 @@ class SNACS:
         timings["scores"] = time.perf_counter() - t
         log.info("%s: %.1f s", "scores", timings["scores"])
 
+        self.allocation_ = self.resolved_allocation()
         t = time.perf_counter()
-        if self.limits == "probe":
+        if self.allocation_ == "global" and self.mode == "target":
+            # the global ranking does not read the limits: not computed (issue 16)
+            self.limit_curves_, self.limits_ = {}, {}
+        elif self.limits == "probe":
             self.limit_curves_ = upper_limits(
                 model, self.topology_, acts, self.scores_, granularity=self.granularity,
                 grid_step=self.grid_step, fraction=self.limit_fraction, probe=self.probe,
@@ -316,10 +382,17 @@ class SNACS:
         timings["sensitivity"] = time.perf_counter() - t
         log.info("%s: %.1f s", "sensitivity", timings["sensitivity"])
 
+        self.latency_ = None
+        if self.target_metric == "latency":
+            t = time.perf_counter()
+            self._latency_table_, self._latency_here = self._get_latency_table(model, input_shape)
+            timings["latency_table"] = time.perf_counter() - t
+            log.info("%s: %.1f s", "latency_table", timings["latency_table"])
+
         t = time.perf_counter()
-        self.limit_fraction_ = self.limit_fraction if self.limits == "probe" else None
+        self.limit_fraction_ = self.limit_fraction if self.limits_ and self.limits == "probe" else None
         if (self.mode == "target" and self.relax_limits and self.limit_curves_
-                and self.allocation == "limits"):
+                and self.allocation_ == "limits"):
             from snacs.plan import relax_limits
 
             self.limit_fraction_, self.limits_ = relax_limits(
@@ -327,7 +400,9 @@ class SNACS:
                 target=float(self.target), fraction=self.limit_fraction,
                 granularity=self.granularity, target_metric=self.target_metric,
                 groups=self.groups)
-        if self.allocation == "global":
+        if self.allocation_ == "global" and self.target_metric == "latency":
+            self.plan_ = self._latency_plan(model)
+        elif self.allocation_ == "global":
             self.plan_ = self._global_plan(model)
         else:
             self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
@@ -339,6 +414,73 @@ class SNACS:
         self.timings_ = timings
         self.n_samples_ = acts.n
         return self
+
+    def _get_latency_table(self, model: nn.Module, input_shape):
+        """(table, timed here?): the given table checked against the model, or one timed now."""
+        from snacs.latency import LatencyTable, measure_table
+
+        tab = self.latency_table
+        if tab is None:
+            log.info("timing a latency table (batch %d, %s threads)", self.latency_batch_size,
+                     self.latency_threads)
+            return measure_table(model, input_shape, batch_size=self.latency_batch_size,
+                                 threads=self.latency_threads), True
+        if not isinstance(tab, LatencyTable):
+            tab = LatencyTable.load(tab)
+        tab.check_model(model, input_shape)
+        if tab.batch_size != self.latency_batch_size or tab.threads != self.latency_threads:
+            log.warning("the latency table was timed at batch %d with %s threads, not batch %d "
+                        "with %s threads as asked; the table's setting is used",
+                        tab.batch_size, tab.threads, self.latency_batch_size, self.latency_threads)
+        return tab, False
+
+    def _latency_plan(self, model: nn.Module):
+        """A latency target: the global allocation priced by the latency table; when the table
+        was timed here, each plan's pruned model is timed and the target raised (or lowered) by
+        the measured miss, keeping the plan closest to the target among those that meet it."""
+        from snacs.allocation import plan_global
+        from snacs.apply import apply_plan
+        from snacs.latency import measured_removal
+
+        table, here = self._latency_table_, self._latency_here
+        target, tol = float(self.target), 0.02
+        aim, tried = target, []  # (plan, record) per round
+        for _ in range(self.latency_rounds if here else 1):
+            plan = plan_global(model, self.topology_, self.scores_, self.sensitivity_,
+                               target=aim, metric="latency", groups=self.groups,
+                               latency_table=table)
+            plan.mode = self.mode
+            row = {"aimed": aim, "predicted_removed": plan.predicted["latency_removed"]}
+            tried.append((plan, row))
+            if not here:
+                break
+            pruned = apply_plan(model, self.topology_, plan)
+            m = measured_removal(model, pruned, self.input_shape_, batch_size=table.batch_size,
+                                 threads=table.threads)
+            row.update(measured_removed=m["removed"], base_ms=m["base_ms"], pruned_ms=m["pruned_ms"])
+            miss = target - m["removed"]
+            nxt = min(0.99, max(0.01, aim + miss))
+            if abs(miss) <= tol or abs(nxt - aim) < 1e-3:
+                break
+            aim = nxt
+        if here:  # closest among the plans that meet the target (within tol), else the most removed
+            meets = [t for t in tried if t[1]["measured_removed"] >= target - tol]
+            plan, chosen = (min(meets, key=lambda t: abs(t[1]["measured_removed"] - target)) if meets
+                            else max(tried, key=lambda t: t[1]["measured_removed"]))
+        else:
+            plan, chosen = tried[0]
+        self.latency_ = {"target": target, "batch_size": table.batch_size, "threads": table.threads,
+                         "table": "timed here" if here else "given", "base_ms_table": table.base_ms,
+                         "predicted_removed": chosen["predicted_removed"],
+                         "measured_removed": chosen.get("measured_removed"),
+                         "base_ms": chosen.get("base_ms"), "pruned_ms": chosen.get("pruned_ms"),
+                         "rounds": [r for _, r in tried]}
+        if here and chosen["measured_removed"] < target - tol:
+            log.warning("latency target %.0f%%: the best plan removes %.1f%% of the measured "
+                        "latency (predicted %.1f%%)", 100 * target, 100 * chosen["measured_removed"],
+                        100 * chosen["predicted_removed"])
+        plan.limits = {}
+        return plan
 
     def _global_plan(self, model: nn.Module):
         """allocation='global': the target (or, in mode 'ul', the limits' budget) spread by
@@ -411,6 +553,8 @@ class PruneResult:
     timings: dict = field(default_factory=dict)
     plan_checksum: str = ""
     limit_fraction_used: float | None = None
+    allocation_used: str | None = None
+    latency_target: dict | None = None
     finetune: dict | None = None
     base_check: dict | None = None
     data: dict | None = None
@@ -460,7 +604,8 @@ def _layer_table(model: nn.Module, pruned: nn.Module, pruner: SNACS) -> list[dic
             "limited_unit_pruned_pct": inputs_cut,
             "out_channels_before": out0, "out_channels_after": out1,
             "channels_removed": out0 - out1,
-            "limit_pct": 100.0 * min(pruner.limits_[q.name] for q in p) if p else None,
+            "limit_pct": (100.0 * min(pruner.limits_[q.name] for q in p)
+                          if p and all(q.name in pruner.limits_ for q in p) else None),
             "protected_groups": sens_prot,
         })
     return rows
@@ -522,7 +667,9 @@ def prune(
     m0 = count_macs(model, shape)
     m1 = count_macs(pruned, shape, sparse=sparse)
     res = PruneResult(
-        settings={k: v for k, v in pruner.get_params().items() if k != "progress"}
+        settings={k: (v if k != "latency_table" or v is None or isinstance(v, str)
+                      else str(v) if isinstance(v, Path) else "LatencyTable (given)")
+                  for k, v in pruner.get_params().items() if k != "progress"}
         | {"estimator": pruner.estimator or _default_estimator()},
         granularity=pruner.granularity, mode=pruner.mode, samples=pruner.n_samples_,
         weights_before=w0, weights_after=w1, weights_pruned_pct=100.0 * (1 - w1 / w0),
@@ -531,6 +678,7 @@ def prune(
         layers=_layer_table(model, pruned, pruner), timings=dict(pruner.timings_),
         plan_checksum=pruner.plan_.checksum(),
         limit_fraction_used=pruner.limit_fraction_,
+        allocation_used=pruner.allocation_, latency_target=pruner.latency_,
         base_check=base,
     )
     if hasattr(data, "mean") and hasattr(data, "classes"):

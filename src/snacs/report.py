@@ -140,6 +140,30 @@ def write_report(out: Path, result, scores: dict[str, np.ndarray] | None = None,
             f"{result.settings.get('limit_fraction')}; the limits were relaxed to fraction "
             f"**{result.limit_fraction_used:.3f}** (τ = max − f·(max − min) of each probe curve), "
             "the smallest that reaches it.", ""]
+    alloc = getattr(result, "allocation_used", None)
+    if alloc:
+        lines += [f"Allocation across layers: **{alloc}**"
+                  + (" (chosen by `allocation=auto`)" if result.settings.get("allocation") == "auto" else "")
+                  + ("; the global ranking does not read the probe limits, so none were computed "
+                     "(the limit column is empty)." if alloc == "global" and result.mode == "target"
+                     else "."), ""]
+    lat = getattr(result, "latency_target", None)
+    if lat:
+        def pct(v):
+            return "–" if v is None else f"{100 * v:.1f} %"
+
+        lines += [f"Latency target: remove **{100 * lat['target']:.0f} %** of the frozen "
+                  f"TorchScript latency at batch {lat['batch_size']} with {lat['threads']} "
+                  f"thread(s); per-layer table {lat['table']}. Predicted by the table "
+                  f"{pct(lat['predicted_removed'])}, measured {pct(lat['measured_removed'])}"
+                  + (f" ({lat['base_ms']:.3f} → {lat['pruned_ms']:.3f} ms)" if lat.get("base_ms") else
+                     " (not measured: the table came from another machine; time the exported "
+                     "model there)") + ".", ""]
+        if len(lat.get("rounds", [])) > 1:
+            lines += ["| plan | aimed at (table) | predicted | measured |", "|---:|---:|---:|---:|"]
+            lines += [f"| {i + 1} | {pct(r['aimed'])} | {pct(r['predicted_removed'])} | "
+                      f"{pct(r.get('measured_removed'))} |" for i, r in enumerate(lat["rounds"])]
+            lines += [""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
     data = getattr(result, "data", None) or {}
