@@ -105,8 +105,8 @@ def shard_batches(batches: Iterable, rank: int, size: int) -> Iterable:
 
     A list or tuple is sliced. A snacs `BatchLoader` without augmentation becomes a loader over
     the indices of this rank's batches only (the same batches, and nothing else is loaded). Any
-    other iterable with a length is iterated and the other ranks' batches skipped (they are
-    still loaded). An iterable without a length cannot be split the same way on every rank.
+    other iterable with a length is iterated lazily and the other ranks' batches skipped (they
+    are still loaded). An iterable without a length cannot be split the same way on every rank.
     """
     from snacs.data.loader import BatchLoader
 
@@ -125,8 +125,20 @@ def shard_batches(batches: Iterable, rank: int, size: int) -> Iterable:
             f"cannot split {type(batches).__name__} calibration batches across ranks: it has no "
             "length; pass a list of (inputs, labels) batches, an (inputs, labels) pair of "
             "tensors or a snacs dataset")
-    block = shard_range(len(batches), rank, size)  # type: ignore[arg-type]
-    return list(islice(iter(batches), block.start, block.stop))
+    return _Block(batches, shard_range(len(batches), rank, size))  # type: ignore[arg-type]
+
+
+class _Block:
+    """Batches `block` of a sized iterable, read lazily (a rank's share is never all held)."""
+
+    def __init__(self, batches: Iterable, block: range) -> None:
+        self.batches, self.block = batches, block
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def __iter__(self):
+        return islice(iter(self.batches), self.block.start, self.block.stop)
 
 
 def gather_objects(obj: Any) -> list[Any]:
