@@ -188,7 +188,8 @@ def test_shard_batches_gives_the_same_batches(synth):
         def __iter__(self):
             return iter(as_list)
 
-    assert ddp.shard_batches(Sized(), 1, 2) == as_list[2:]
+    block = ddp.shard_batches(Sized(), 1, 2)
+    assert len(block) == 2 and list(block) == as_list[2:] and list(block) == as_list[2:]
 
 
 # --------------------------------------------------------------------------- two gloo ranks
@@ -350,3 +351,30 @@ def test_torchrun_plan_equals_one_process_bit_for_bit(tmp_path):
         for r in (0, 1)]
     assert rank_writes[0] and rank_writes[1] and not rank_writes[0] & rank_writes[1]
     assert rank_writes[0] | rank_writes[1] == set(cache(runs["single"]))
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_quick_run(tmp_path):
+    """`benchmarks.distributed_scaling --quick` runs both parts on 1 and 2 ranks, records one
+    run each, finds the same plan and the same activation statistics, and resumes."""
+    out = tmp_path / "scaling.json"
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
+               PYTHONPATH=os.pathsep.join([str(root / "src"), str(root),
+                                           os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "benchmarks.distributed_scaling", "--quick", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=root)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    res = json.loads(out.read_text())
+    assert sorted((x["part"], x["ranks"]) for x in res["runs"]) == \
+        [("memory", 1), ("memory", 2), ("time", 1), ("time", 2)]
+    assert all(x["ranks_agree"] for x in res["runs"])
+    (sp,) = res["summary"]["time"]
+    assert sp["same_plan_as_1_rank"] and set(sp["speedup"]) == {"activations", "scores",
+                                                                 "limits", "total"}
+    assert [m["same_activations_as_1_rank"] for m in res["summary"]["memory"]] == [True, True]
+    two = next(x for x in res["runs"] if x["part"] == "memory" and x["ranks"] == 2)
+    assert len(two["peak_rss_mib"]) == 2 and min(two["peak_rss_mib"]) > 0
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert r.returncode == 0 and r.stdout.count("(recorded)") == 4, r.stdout[-2000:]
+    assert json.loads(out.read_text())["runs"] == res["runs"]
