@@ -31,47 +31,74 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def _digest(acts) -> str:
+    """sha256 of every kept mean, in pair order: equal digests mean bit-identical statistics."""
+    import hashlib
+
+    h = hashlib.sha256(acts.labels.numpy().tobytes())
+    for d in (acts.parents, acts.children):
+        for k, t in d.items():
+            h.update(k.encode())
+            h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: build ResNet-50, then one activation pass over N samples."""
     import torch
 
     from snacs.activations import collect_activations
+    from snacs.distributed import gather_objects
     from snacs.models import create_model
     from snacs.pairs import find_topology
 
     torch.set_num_threads(int(task["threads"]))
     n_classes, per_class, bs, size = (task[k] for k in ("classes", "per_class", "batch", "size"))
     n = n_classes * per_class
+    torch.manual_seed(0)  # the same weights in every process (torch seeds each one randomly)
     model = create_model("resnet50", num_classes=n_classes).eval()
     shape = (3, size, size)
     topo = find_topology(model, shape)
     rss_model = _rss_mib()
 
-    def batches():
-        gen = torch.Generator().manual_seed(0)
-        labels = torch.arange(n) % n_classes
-        for i in range(0, n, bs):
-            m = min(bs, n - i)
-            yield torch.randn(m, *shape, generator=gen), labels[i:i + m]
+    class Batches:  # sized, so that under a process group each rank takes a block of it
+        def __len__(self) -> int:
+            return -(-n // bs)
 
+        def __iter__(self):
+            gen = torch.Generator().manual_seed(0)
+            labels = torch.arange(n) % n_classes
+            for i in range(0, n, bs):
+                m = min(bs, n - i)
+                yield torch.randn(m, *shape, generator=gen), labels[i:i + m]
+
+    gather_objects(None)  # a barrier: under a process group the ranks start together
     t = time.perf_counter()
-    acts = collect_activations(model, topo, batches())
+    # under an initialised process group (benchmarks.distributed_scaling) each rank runs its
+    # block of the batches and gathers all the means; without one this changes nothing
+    acts = collect_activations(model, topo, Batches(), distributed=True)
     seconds = time.perf_counter() - t
+    peak = _rss_mib()  # before hashing the means below
     return {
         "N": acts.n, "classes": n_classes, "samples_per_class": per_class, "batch_size": bs,
         "input_shape": list(shape), "threads": task["threads"], "pairs": len(topo.pairs),
         "sum_channels": int(sum(p.n_parent + p.n_child for p in topo.pairs)),
         "activations_mib": acts.nbytes() / 2**20,
+        "activations_sha256": _digest(acts),
         "rss_after_model_mib": rss_model,
-        "peak_rss_mib": _rss_mib(),
+        "peak_rss_mib": peak,
         "seconds": seconds,
     }
 
 
+TASK = {"classes": 100, "per_class": 10, "batch": 25, "size": 224}
+QUICK = {"classes": 10, "per_class": 2, "size": 64}  # a smoke run of the same code path
+
+
 def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
-    task = {"classes": 100, "per_class": 10, "batch": 25, "size": 224, "threads": threads}
-    if quick:  # a smoke run of the same code path
-        task |= {"classes": 10, "per_class": 2, "size": 64}
+    task = TASK | {"threads": threads}
+    if quick:
+        task |= QUICK
     with mp.get_context("spawn").Pool(1) as pool:
         res = pool.apply(_measure, (task,))
     res["peak_rss_gib"] = res["peak_rss_mib"] / 1024.0

@@ -758,6 +758,7 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
     for module, title in (("estimator_quality", "Estimator ranking quality"),
                           ("estimator_speed", "Estimator speed"),
                           ("memory_resnet50", "Memory: ResNet-50 activations"),
+                          ("distributed_scaling", "Scaling across torch.distributed ranks"),
                           ("probe_agreement", "Dense SVM probe against libsvm"),
                           ("latency_rounding", "Latency: rounding kept channels")):
         d = _load(results_dir / f"{module}.json")

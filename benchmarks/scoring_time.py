@@ -87,6 +87,7 @@ def time_one(model: torch.nn.Module, data, *, groups: int, workers: int = 1, see
         "loadavg_1min_before": load0,
         "loadavg_1min_after": os.getloadavg()[0],
         "predicted_weights_removed": float(p.plan_.predicted["weights_removed"]),
+        "plan_checksum": p.plan_.checksum(),
     }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from snacs import distributed as ddp
 from snacs.errors import DataError
 from snacs.pairs import Topology
 
@@ -77,6 +78,34 @@ def _release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+def _gather(topology: Topology, by_child: dict[str, list], parents: dict[str, list],
+            children: dict[str, list], labels: list, counts: list[int], widths: dict[str, int]
+            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """Every rank's per-batch means concatenated in rank order: the batches' original order,
+    since each rank ran a contiguous block of them. A rank with no batches contributes 0 rows.
+
+    Each tensor is gathered on its own (and this rank's copy dropped once it is), so a rank
+    holds the gathered statistics plus at most one of its own tensors, not two copies of all.
+    """
+    def local(chunks: list, width: int) -> torch.Tensor:
+        out = torch.cat(chunks) if chunks else torch.empty((0, width), dtype=torch.float32)
+        chunks.clear()
+        return out
+
+    parent_of = {}
+    for p in topology.pairs:
+        parent_of[p.name] = ddp.gather_rows(local(parents[p.name], widths[f"p:{p.name}"]), counts)
+    child_of = {}
+    for child, ps in by_child.items():
+        first = ps[0].name
+        child_of[child] = ddp.gather_rows(local(children[first], widths[f"c:{first}"]), counts)
+        for p in ps[1:]:
+            children[p.name].clear()
+    label_of = ddp.gather_rows(torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
+                               counts)
+    return parent_of, child_of, label_of
+
+
 @torch.no_grad()
 def collect_activations(
     model: nn.Module,
@@ -85,8 +114,22 @@ def collect_activations(
     *,
     progress: bool = False,
     total: int | None = None,
+    distributed: bool = False,
 ) -> Activations:
-    """Run `model` (eval mode) over `batches` and return the spatial means of every pair."""
+    """Run `model` (eval mode) over `batches` and return the spatial means of every pair.
+
+    Args:
+        distributed: under an initialised torch.distributed process group of several ranks,
+            run this rank's contiguous block of the batches only and gather every rank's means
+            (`snacs.distributed`), so that every rank returns what one process returns over all
+            the batches: same order, same bits. `batches` must then have a length (a list, a
+            tuple, a snacs `BatchLoader`) and every rank must pass the same ones. Without a
+            process group this changes nothing.
+    """
+    rank, size = ddp.world() if distributed else (0, 1)
+    if size > 1:
+        batches = ddp.shard_batches(batches, rank, size)
+        total = len(batches)  # type: ignore[arg-type]
     modules = dict(model.named_modules())
     parents: dict[str, list[torch.Tensor]] = {p.name: [] for p in topology.pairs}
     children: dict[str, list[torch.Tensor]] = {p.name: [] for p in topology.pairs}
@@ -119,23 +162,54 @@ def collect_activations(
         from tqdm.auto import tqdm
 
         it = tqdm(batches, desc="activations", total=total, leave=False, dynamic_ncols=True)
-    try:
-        for x, y in it:
-            model(x)
-            labels.append(torch.as_tensor(y).long().reshape(-1))
-            del x
-            _release_free_memory()
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    if not labels:
-        raise DataError("the calibration data is empty; give at least one batch")
-    per_child = {child: torch.cat(children[ps[0].name]) for child, ps in by_child.items()}
+
+    def run() -> None:
+        try:
+            for x, y in it:
+                model(x)
+                labels.append(torch.as_tensor(y).long().reshape(-1))
+                del x
+                _release_free_memory()
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+
+    if size > 1:
+        def local_pass() -> tuple[int, dict[str, int] | None]:
+            run()
+            n = sum(t.numel() for t in labels)
+            widths = None
+            if labels:
+                widths = {}
+                for kind, d in (("p", parents), ("c", children)):
+                    for k, chunks in d.items():
+                        if sum(len(c) for c in chunks) != n:
+                            raise DataError(
+                                f"the calibration batches hold {n} labels but "
+                                f"{sum(len(c) for c in chunks)} inputs; give one label per input")
+                        widths[f"{kind}:{k}"] = int(chunks[0].shape[1])
+            return n, widths
+
+        # an error on one rank (a bad batch, a failing forward pass) is raised on every rank
+        meta = ddp.call_and_gather(local_pass)
+        counts = [n for n, _ in meta]
+        if not sum(counts):
+            raise DataError("the calibration data is empty; give at least one batch")
+        widths = next(w for n, w in meta if n)
+        parent_of, child_of, label_of = _gather(topology, by_child, parents, children, labels,
+                                                counts, widths)
+    else:
+        run()
+        if not labels:
+            raise DataError("the calibration data is empty; give at least one batch")
+        child_of = {child: torch.cat(children[ps[0].name]) for child, ps in by_child.items()}
+        parent_of = {k: torch.cat(v) for k, v in parents.items()}
+        label_of = torch.cat(labels)
     acts = Activations(
-        parents={k: torch.cat(v) for k, v in parents.items()},
-        children={p.name: per_child[p.child] for p in topology.pairs},
-        labels=torch.cat(labels),
+        parents=parent_of,
+        children={p.name: child_of[p.child] for p in topology.pairs},
+        labels=label_of,
     )
     for kind, d in (("input of", acts.parents), ("output of", acts.children)):
         for k, t in d.items():

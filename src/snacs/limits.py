@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from snacs import distributed as ddp
 from snacs.activations import Activations
 from snacs.errors import ConfigError, DataError
 from snacs.pairs import LayerPair, Topology
@@ -234,8 +235,17 @@ def upper_limits(
     probe: str = "svm",
     seed: int = 0,
     progress: bool = False,
+    distributed: bool = False,
 ) -> dict[str, LimitResult]:
-    """UL for every pair. `granularity` decides what the probe prunes (connections or groups)."""
+    """UL for every pair. `granularity` decides what the probe prunes (connections or groups).
+
+    Args:
+        distributed: under an initialised torch.distributed process group of several ranks,
+            probe this rank's share of the pairs (`snacs.distributed.shard`) and gather every
+            rank's results, so that every rank returns all of them. Each pair's result depends
+            only on its own inputs and `seed`, so it is the same as in one process. Without a
+            process group this changes nothing.
+    """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"limit fraction must be in (0, 1), got {fraction}")
     if probe not in PROBES:
@@ -244,9 +254,28 @@ def upper_limits(
     if len(np.unique(labels)) < 2:
         raise DataError("the calibration set has a single class; the probe needs at least two")
     rates = rate_grid(grid_step)
+    rank, size = ddp.world() if distributed else (0, 1)
+    kw = dict(granularity=granularity, rates=rates, fraction=fraction, probe=probe, seed=seed,
+              progress=progress)
+    if size == 1:
+        return _limits_local(model, topology.pairs, acts, scores, labels, **kw)
+    # per pair: the probe's fit and predictions scale with N x children, the masked
+    # features with N x children x parents
+    mine = ddp.shard(topology.pairs, rank, size,
+                     cost=[p.n_child * (p.n_parent + acts.n) for p in topology.pairs])
+    parts = ddp.call_and_gather(lambda: _limits_local(model, mine, acts, scores, labels, **kw))
+    gathered = {k: v for part in parts for k, v in part.items()}
+    return {p.name: gathered[p.name] for p in topology.pairs}
+
+
+def _limits_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
+                  scores: dict[str, np.ndarray], labels: np.ndarray, *, granularity: str,
+                  rates: np.ndarray, fraction: float, probe: str, seed: int, progress: bool
+                  ) -> dict[str, LimitResult]:
+    """The limits of `pairs`, in this process."""
     modules = dict(model.named_modules())
     out: dict[str, LimitResult] = {}
-    it = topology.pairs
+    it = pairs
     if progress:
         from tqdm.auto import tqdm
 

@@ -97,6 +97,15 @@ class SNACS:
             `snacs latency-table` on the deployment machine (None: time it here).
         latency_rounds: with a table timed here, the most plans made to meet the measured target.
         progress: show progress bars.
+
+    Under torch.distributed: when the caller has initialised a process group of several ranks
+    (e.g. the script runs under `torchrun` and calls `torch.distributed.init_process_group`
+    with backend "gloo") and every rank calls `fit` with the same model, data and options, the
+    work is split: each rank runs a contiguous block of the calibration batches and scores and
+    probes a share of the layer pairs, and the results are gathered (`snacs.distributed`). Every
+    rank ends with the same `scores_`, `limits_` and `plan_`, bit for bit those of one process
+    with the same number of threads per process. `timings_` are this rank's. Without a process
+    group nothing changes.
     """
 
     def __init__(
@@ -343,7 +352,7 @@ class SNACS:
 
         t = time.perf_counter()
         acts = collect_activations(model, self.topology_, batches, progress=self.progress,
-                                   total=n_batches)
+                                   total=n_batches, distributed=True)
         self._check_classes(acts.labels)
         timings["activations"] = time.perf_counter() - t
         log.info("%s: %.1f s", "activations", timings["activations"])
@@ -352,7 +361,8 @@ class SNACS:
         settings = ScoreSettings(groups=self.groups, estimator=self.estimator or _default_estimator(),
                                  phi=self.phi, seed=self.seed)
         self.scores_ = score_pairs(model, self.topology_, acts, settings, workers=self.workers,
-                                   cache_dir=self.cache_dir, progress=self.progress)
+                                   cache_dir=self.cache_dir, progress=self.progress,
+                                   distributed=True)
         timings["scores"] = time.perf_counter() - t
         log.info("%s: %.1f s", "scores", timings["scores"])
 
@@ -365,7 +375,7 @@ class SNACS:
             self.limit_curves_ = upper_limits(
                 model, self.topology_, acts, self.scores_, granularity=self.granularity,
                 grid_step=self.grid_step, fraction=self.limit_fraction, probe=self.probe,
-                seed=self.seed, progress=self.progress)
+                seed=self.seed, progress=self.progress, distributed=True)
             self.limits_ = {k: v.limit for k, v in self.limit_curves_.items()}
         else:
             cap = 0.99 if self.limits == "none" else float(self.limits)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from snacs import distributed as ddp
 from snacs.activations import Activations
 from snacs.errors import ConfigError
 from snacs.io import atomic_write_bytes
@@ -139,21 +140,48 @@ def score_pairs(
     workers: int = 1,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    distributed: bool = False,
 ) -> dict[str, np.ndarray]:
     """ρ (G_c x G_p) for every pair, from the cache where possible.
 
-    Results do not depend on `workers`: each pair is computed from its own inputs and seed.
+    Results do not depend on `workers` nor on the ranks: each pair is computed from its own
+    inputs and seed.
+
+    Args:
+        distributed: under an initialised torch.distributed process group of several ranks,
+            score this rank's share of the pairs (dealt by their size, `snacs.distributed.shard`)
+            and gather every rank's matrices, so that every rank returns all of them. Each rank
+            reads and writes the cache for its own pairs only. Without a process group this
+            changes nothing.
     """
     modules = dict(model.named_modules())
     for p in topology.pairs:
         if is_depthwise(modules[p.child]):  # never happens: depthwise convs are not children
             raise ConfigError(f"{p.child} is depthwise and cannot be a child")
+    rank, size = ddp.world() if distributed else (0, 1)
+    if size == 1:
+        return _score_local(model, topology.pairs, acts, settings, workers=workers,
+                            cache_dir=cache_dir, progress=progress)
+    # the cost of a pair grows with parents x children, as the worker pool's order assumes
+    mine = ddp.shard(topology.pairs, rank, size, cost=[p.n_parent * p.n_child
+                                                       for p in topology.pairs])
+    parts = ddp.call_and_gather(lambda: _score_local(model, mine, acts, settings,
+                                                     workers=workers, cache_dir=cache_dir,
+                                                     progress=progress))
+    gathered = {k: v for part in parts for k, v in part.items()}
+    return {p.name: gathered[p.name] for p in topology.pairs}
+
+
+def _score_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
+                 settings: ScoreSettings, *, workers: int, cache_dir: str | Path | None,
+                 progress: bool) -> dict[str, np.ndarray]:
+    """ρ of `pairs`, in this process (and its worker pool)."""
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     jobs, keys, out = [], {}, {}
     threads = 1 if workers > 1 else 0
-    for p in topology.pairs:
+    for p in pairs:
         w = child_weight(model, p)
         gp = n_groups(p.n_parent, settings.groups)
         gc = _child_groups(p, settings.groups)
@@ -178,14 +206,14 @@ def score_pairs(
         jobs.append((p.name, acts.parents[p.name].numpy(), acts.children[p.name].numpy(),
                      w.numpy(), gp, gc, settings, threads, scale))
     if out:
-        log.info("scores: %d of %d pairs from cache", len(out), len(topology.pairs))
+        log.info("scores: %d of %d pairs from cache", len(out), len(pairs))
     # big pairs first so the pool stays busy
     jobs.sort(key=lambda j: -(j[1].shape[1] * j[2].shape[1]))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(topology.pairs), initial=len(out), desc="scores", leave=False,
+        bar = tqdm(total=len(pairs), initial=len(out), desc="scores", leave=False,
                    dynamic_ncols=True)
 
     def done(name: str, rho: np.ndarray) -> None:
@@ -212,7 +240,7 @@ def score_pairs(
     finally:
         if bar is not None:
             bar.close()
-    return {p.name: out[p.name] for p in topology.pairs}
+    return {p.name: out[p.name] for p in pairs}
 
 
 def cache_size(cache_dir: str | Path) -> int:
