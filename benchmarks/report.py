@@ -473,10 +473,21 @@ def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> lis
 
 # --------------------------------------------------------------------------- scoring time
 
+def _synthetic(r: dict) -> bool:
+    return r.get("kind", "synthetic") == "synthetic"
+
+
 def scoring_section(res: dict) -> list[str]:
-    runs = sorted(res.get("runs", []), key=lambda r: (r["network"], r["weights"], r["workers"],
-                                                      r.get("probe", "svm") != "svm",
-                                                      r.get("probe", "svm")))
+    """Synthetic-input runs (stage seconds), then the runs on the committed CIFAR-10 bases."""
+    out = ["## Whole-network scoring time", ""]
+    out += _scoring_synthetic([r for r in res.get("runs", []) if _synthetic(r)], res)
+    out += _scoring_real([r for r in res.get("runs", []) if not _synthetic(r)], res)
+    return out
+
+
+def _scoring_synthetic(runs: list[dict], res: dict) -> list[str]:
+    runs = sorted(runs, key=lambda r: (r["network"], r["weights"], r["workers"],
+                                       r.get("probe", "svm") != "svm", r.get("probe", "svm")))
     if not runs:
         return []
     rows = []
@@ -489,7 +500,7 @@ def scoring_section(res: dict) -> list[str]:
                     + [f"**{r['total_seconds']:.1f}**", _num(r.get("target_seconds"), ".0f"),
                        "yes" if r.get("meets_target") else "**no**",
                        _num(r.get("loadavg_1min_before"), ".1f")])
-    out = ["## Whole-network scoring time", "",
+    out = ["### Synthetic inputs", "",
            f"`SNACS.fit` (mode ul: activations, ACMI scores of every layer pair, probe limits — "
            "the SVM probe is the default, other probes are shown for comparison — "
            f"sensitivity, plan) on {res.get('data', '–')}. Seconds per stage; targets on this "
@@ -501,6 +512,96 @@ def scoring_section(res: dict) -> list[str]:
                   + STAGES + ["total (s)", "target (s)", "met", "load"], rows)
     srcs = sorted({f"{r['network']} {r['weights']}: {r.get('weights_source')}" for r in runs})
     out += ["", "Weights: " + "; ".join(srcs) + ".", ""]
+    return out
+
+
+def _wall_cpu(wall: float | None, cpu: float | None) -> str:
+    return f"{_num(wall, '.1f')} / {_num(cpu, '.1f')}"
+
+
+def _met(v: bool | None, applies: bool) -> str:
+    if v is None:
+        return "–" if applies else "not judged"
+    return "met" if v else "**missed**"
+
+
+def _mode_label(r: dict) -> str:
+    st = r.get("settings") or {}
+    if r.get("mode") == "target" and st.get("target") is not None:
+        return f"target {st['target']:.0%} of {st.get('target_metric', 'params')}"
+    return str(r.get("mode", "–"))
+
+
+def _real_targets_text(targets: dict) -> str:
+    parts = []
+    for suite, t in targets.items():
+        txt = f"{suite} fit ≤ {t['fit_seconds']:.0f} s wall"
+        if t.get("fit_to_l1") is not None:
+            txt += f" and ≤ {t['fit_to_l1']:.1f}× the L1 + BN recalibration time"
+        parts.append(txt)
+    thr = {t.get("threads") for t in targets.values()} - {None}
+    on = f" on {thr.pop()} threads" if len(thr) == 1 else ""
+    return "; ".join(parts) + on
+
+
+def _scoring_real(runs: list[dict], res: dict) -> list[str]:
+    meta = res.get("real") or {}
+    skipped = {k: v for k, v in (res.get("skipped") or {}).items()
+               if not any(r.get("suite") == k for r in runs)}
+    if not runs and not skipped:
+        return []
+    out = ["### CIFAR-10 bases: real data and weights", ""]
+    if meta.get("description"):
+        out += [f"From `scoring_time.json`: {meta['description']}.", ""]
+    if meta.get("targets"):
+        out += ["Targets (issue 16, SNACS defaults): " + _real_targets_text(meta["targets"])
+                + ". Runs with other threads or calibration sizes are shown but not judged.", ""]
+    rows = []
+    order = {k: i for i, k in enumerate(meta.get("targets", {}))}
+    for r in sorted(runs, key=lambda r: (order.get(r.get("suite"), 99), r.get("mode", ""),
+                                         r.get("threads", 0), r.get("samples_per_class", 0))):
+        head = [r.get("suite", r["network"]), _mode_label(r),
+                _num(r.get("N")) if r.get("N") is not None else
+                f"{r.get('samples_per_class')}/class", str(r.get("threads"))]
+        if r.get("status") != "ok":
+            rows.append(head + [f"{r.get('status')}: {r.get('error', '')}"]
+                        + ["–"] * (len(STAGES) + 9))
+            continue
+        st, cpu, l1 = r.get("stages", {}), r.get("cpu_stages", {}), r.get("l1", {})
+        ra, t, m = r.get("ratios", {}), r.get("targets", {}), r.get("meets", {})
+        applies = bool(t.get("applies"))
+        fit_t = f" (≤ {t['fit_seconds']:.0f})" if t.get("fit_seconds") is not None else ""
+        l1_t = f" (≤ {t['fit_to_l1']:.1f})" if t.get("fit_to_l1") is not None else ""
+        recal = l1.get("steps", {}).get("recalibrate_bn", {})
+        rows.append(head + [_wall_cpu(st.get(s), cpu.get(s)) for s in STAGES] + [
+            f"**{_num(r.get('total_seconds'), '.1f')}** / {_num(r.get('total_cpu_seconds'), '.1f')}"
+            + fit_t,
+            _wall_cpu(r.get("apply", {}).get("seconds"), r.get("apply", {}).get("cpu_seconds")),
+            _wall_cpu(l1.get("seconds"), l1.get("cpu_seconds"))
+            + f" (BN recal {_num(recal.get('seconds'), '.1f')})",
+            f"**{_num(ra.get('fit_to_l1'), '.2f')}** / {_num(ra.get('fit_to_l1_cpu'), '.2f')}"
+            + l1_t,
+            _wall_cpu(r.get("forward", {}).get("seconds"), r.get("forward", {}).get("cpu_seconds")),
+            f"{_num(ra.get('activations_to_forward'), '.2f')} / "
+            f"{_num(ra.get('activations_to_forward_cpu'), '.2f')}",
+            _met(m.get("fit_seconds"), applies and t.get("fit_seconds") is not None),
+            _met(m.get("fit_to_l1"), applies and t.get("fit_to_l1") is not None),
+            _num(r.get("loadavg_1min_before"), ".1f"),
+        ])
+    if rows:
+        out += ["Seconds as wall / process CPU. \"SNACS fit\" is `SNACS.fit` (all stages); "
+                "\"SNACS apply\" its channel removal and BN recalibration, not part of the fit; "
+                "\"L1 + BN recal\" the reference (tracing, L1-norm importance, budget search, "
+                "channel removal, BN recalibration) at the same parameter budget as the SNACS "
+                "plan; \"forward\" a bare `model(x)` loop over the same calibration images.", ""]
+        out += _table(["suite", "mode", "N", "threads"] + [f"{s} (s)" for s in STAGES]
+                      + ["SNACS fit (s)", "SNACS apply (s)", "L1 + BN recal (s)",
+                         "fit ÷ (L1 + BN recal)", "forward (s)", "activations ÷ forward",
+                         "fit time", "fit ÷ L1", "load"], rows) + [""]
+        srcs = sorted({f"{r.get('suite')}: {r.get('weights_source')}" for r in runs})
+        out += ["Weights: " + "; ".join(srcs) + ".", ""]
+    for k, v in sorted(skipped.items()):
+        out += [f"* {k}: not measured: {v}.", ""]
     return out
 
 
@@ -651,7 +752,8 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
     if st and st.get("runs"):
         parts = []
         for net in ("resnet56", "vgg16"):
-            rs = [r for r in st["runs"] if r["network"] == net and r.get("probe", "svm") == "svm"]
+            rs = [r for r in st["runs"] if r["network"] == net and r.get("probe", "svm") == "svm"
+                  and _synthetic(r)]
             if not rs:
                 continue
             # per kind of weights, the run that used the whole machine (most threads)
@@ -664,8 +766,14 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
             thr = max(r["threads"] for r in pick.values())
             parts.append(f"{net} (target ≤ {rs[0]['target_seconds']:.0f} s, {thr} "
                          f"thread{'s' if thr > 1 else ''}): {each}")
-        lines += ["Whole-network scoring time with the default SVM-probe limits: "
-                  + "; ".join(parts) + ". Most of it is the limits stage; see BENCHMARKS.md.", ""]
+        if parts:
+            lines += ["Whole-network scoring time with the default SVM-probe limits "
+                      "(synthetic inputs): " + "; ".join(parts)
+                      + ". Most of it is the limits stage; see BENCHMARKS.md.", ""]
+        real = _real_summary([r for r in st["runs"] if not _synthetic(r)])
+        if real:
+            lines += ["On the committed CIFAR-10 bases (real data, SNACS defaults): " + real
+                      + ".", ""]
     dt = _load(results_dir / "demo_time.json")
     if isinstance(dt, dict) and dt.get("wall_seconds"):
         lines += [f"`make demo` from a fresh clone: {dt['wall_seconds'] / 60:.1f} min end to end "
@@ -681,6 +789,25 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                       f"{s.get('spearman_linear', float('nan')):.2f} against the true CMI (target "
                       f"≥ {eq.get('target_spearman')}).", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _real_summary(runs: list[dict]) -> str:
+    """One clause per judged real run (the latest of each suite and mode)."""
+    pick: dict[tuple, dict] = {}
+    for r in sorted(runs, key=lambda r: r.get("measured", "")):
+        if r.get("status") == "ok" and (r.get("targets") or {}).get("applies"):
+            pick[(r.get("suite"), r.get("mode"))] = r
+    parts = []
+    for (suite, _mode), r in sorted(pick.items()):
+        t, m = r["targets"], r.get("meets", {})
+        txt = (f"{suite} ({_mode_label(r)}, {r['threads']} threads): "
+               f"fit {r['total_seconds']:.1f} s "
+               f"(≤ {t['fit_seconds']:.0f} s: {_met(m.get('fit_seconds'), True)})")
+        if t.get("fit_to_l1") is not None:
+            txt += (f", {r['ratios']['fit_to_l1']:.2f}× L1 + BN recal (≤ {t['fit_to_l1']:.1f}×: "
+                    f"{_met(m.get('fit_to_l1'), True)})")
+        parts.append(txt)
+    return "; ".join(parts)
 
 
 def write_readme(readme: Path, block: str) -> bool:

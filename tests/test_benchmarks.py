@@ -270,3 +270,145 @@ def test_probe_agreement_and_rounding_sections_render():
         row |= {f"{k}_ratio": 0.5, f"{k}_ratio_range": [0.25, 0.75]}
     md = latency_rounding.markdown({"cell": "c", "suite": "s", "repeats": 5, "rows": [row]})
     assert "| ×8 | 30.0 | 0.50 (0.25 to 0.75) |" in md and "median (range) of 5 repeats" in md
+
+
+# --------------------------------------------------------------------------- scoring_time, real runs
+
+def test_scoring_time_real_run_records_stages_reference_and_ratios(tiny, monkeypatch):
+    from benchmarks import scoring_time as ST
+
+    model, _, data = tiny
+    rec = ST.time_real(model, data, mode="ul", samples_per_class=6)
+    assert rec["status"] == "ok" and rec["N"] == 6 * data.num_classes
+    stages = ["topology", "activations", "scores", "limits", "sensitivity", "plan"]
+    assert list(rec["stages"]) == stages and list(rec["cpu_stages"]) == stages
+    assert all(v >= 0 for v in [*rec["stages"].values(), *rec["cpu_stages"].values()])
+    # the fit is timed around SNACS.fit: at least the sum of its stages
+    assert rec["total_seconds"] >= sum(rec["stages"].values())
+    assert rec["settings"]["samples_per_class"] == 6 and rec["settings"]["mode"] == "ul"
+    assert rec["settings"]["groups"] == 64 and rec["probe"] == "svm"  # SNACS's defaults
+    l1 = rec["l1"]
+    assert list(l1["steps"]) == ["topology", "importance", "select", "remove", "recalibrate_bn"]
+    assert l1["seconds"] == pytest.approx(sum(s["seconds"] for s in l1["steps"].values()))
+    assert l1["cpu_seconds"] == pytest.approx(sum(s["cpu_seconds"] for s in l1["steps"].values()))
+    # mode ul: L1 is given the parameter budget the SNACS plan removes, and meets it
+    assert l1["budget"] == {"metric": "params", "fraction": rec["predicted_weights_removed"]}
+    assert l1["predicted_weights_removed"] >= rec["predicted_weights_removed"]
+    assert rec["forward"]["batches"] == -(-rec["N"] // rec["forward"]["batch_size"])
+    r = rec["ratios"]
+    assert r["fit_to_l1"] == pytest.approx(rec["total_seconds"] / l1["seconds"])
+    assert r["fit_to_l1_cpu"] == pytest.approx(rec["total_cpu_seconds"] / l1["cpu_seconds"])
+    assert r["activations_to_forward"] == pytest.approx(
+        rec["stages"]["activations"] / rec["forward"]["seconds"])
+    assert r["activations_to_forward_cpu"] == pytest.approx(
+        rec["cpu_stages"]["activations"] / rec["forward"]["cpu_seconds"])
+    json.dumps(rec)  # the record serialises as it is
+    target = ST.time_real(model, data, mode="target", samples_per_class=6)
+    assert target["status"] == "ok"  # SNACS(target=0.5); L1 then prunes to the same 50 %
+    assert target["settings"]["target"] == 0.5 and target["mode"] == "target"
+    assert target["l1"]["budget"]["fraction"] == 0.5
+    assert target["predicted_weights_removed"] >= 0.5
+    assert target["l1"]["predicted_weights_removed"] >= 0.5
+    # a target above the limits is recorded as such, not raised
+    monkeypatch.setitem(ST.REAL_MODES, "target99", {"target": 0.99})
+    high = ST.time_real(model, data, mode="target99", samples_per_class=6)
+    assert high["status"] == "unreachable" and "at most" in high["error"] and "l1" not in high
+
+
+def test_scoring_time_targets_judged_only_at_their_settings():
+    from benchmarks import scoring_time as ST
+
+    t = ST.real_targets("cifar10-resnet56", threads=2, samples_per_class=250)
+    assert t["applies"] and t["fit_seconds"] == 12.0 and t["fit_to_l1"] == 2.5
+    rec = {"status": "ok", "total_seconds": 11.0, "ratios": {"fit_to_l1": 2.6}}
+    assert ST._meets(rec, t) == {"fit_seconds": True, "fit_to_l1": False}
+    assert ST._meets({**rec, "total_seconds": 12.5, "ratios": {"fit_to_l1": 2.5}}, t) == {
+        "fit_seconds": False, "fit_to_l1": True}
+    v = ST.real_targets("cifar10-vgg16", threads=2, samples_per_class=250)
+    assert ST._meets({**rec, "total_seconds": 24.0}, v) == {"fit_seconds": True}
+    for off in (ST.real_targets("cifar10-resnet56", threads=1, samples_per_class=250),
+                ST.real_targets("cifar10-resnet56", threads=2, samples_per_class=10)):
+        assert not off["applies"]
+        assert ST._meets(rec, off) == {"fit_seconds": None, "fit_to_l1": None}
+
+
+def test_scoring_time_real_suite_recorded_resumed_and_skipped(tiny, tmp_path, monkeypatch):
+    from benchmarks import compare as C
+    from benchmarks import report
+    from benchmarks import scoring_time as ST
+
+    import snacs
+    from snacs.errors import DataError
+    from snacs.io import file_sha256
+
+    model, _, data = tiny
+    suite = C.Suite("tiny-real", "simplecnn", 1.0, "synthetic", base_file="tiny-real.pt")
+    monkeypatch.setitem(C.SUITES, "tiny-real", suite)
+    monkeypatch.setitem(ST.REAL, "tiny-real", {"fit_seconds": 1.0, "fit_to_l1": 2.5})
+    bases = tmp_path / "bases"
+    bases.mkdir()
+    result = {"runs": [{"network": "resnet56", "weights": "random", "workers": 1, "threads": 1,
+                        "groups": 10**6, "probe": "svm", "total_seconds": 40.0}]}
+    saves = []
+    save = lambda: saves.append(json.loads(json.dumps(result)))  # noqa: E731
+    # no base committed: skipped with the reason, nothing measured, the old record kept
+    ST.run_real(result, "tiny-real", modes=["ul"], save=save, bases=bases,
+                load=lambda s: data)
+    assert "not committed yet" in result["skipped"]["tiny-real"]
+    assert "tiny-real.pt" in result["skipped"]["tiny-real"] and len(result["runs"]) == 1
+    snacs.save(model, bases / "tiny-real.pt", input_shape=SHAPE)
+    (bases / "tiny-real.json").write_text(json.dumps(
+        {"sha256": file_sha256(bases / "tiny-real.pt"), "source": "test base"}))
+
+    def no_data(s):
+        raise DataError("archive cifar10-jpeg.tar.gz not found")
+    ST.run_real(result, "tiny-real", modes=["ul"], save=save, bases=bases, load=no_data)
+    assert result["skipped"]["tiny-real"].startswith("the synthetic data is not available")
+    assert len(result["runs"]) == 1
+    # base and data present: one record per mode, saved, the skip note gone
+    ST.run_real(result, "tiny-real", modes=["ul"], save=save, bases=bases, samples_per_class=6,
+                load=lambda s: data)
+    assert "tiny-real" not in result["skipped"] and len(result["runs"]) == 2
+    r = result["runs"][-1]
+    assert saves[-1]["runs"][-1] == json.loads(json.dumps(r))
+    assert (r["kind"], r["suite"], r["mode"], r["samples_per_class"]) == ("real", "tiny-real",
+                                                                          "ul", 6)
+    sha = file_sha256(bases / "tiny-real.pt")
+    assert r["base_sha256"] == sha and r["weights_source"].endswith(f"(sha256 {sha[:16]})")
+    assert r["environment"]["torch"] == torch.__version__
+    # 6 per class is not the default 250: shown, not judged
+    assert not r["targets"]["applies"] and r["meets_target"] is None
+    n = len(saves)
+    ST.run_real(result, "tiny-real", modes=["ul"], save=save, bases=bases, samples_per_class=6,
+                load=lambda s: data)
+    assert len(result["runs"]) == 2 and len(saves) == n  # recorded: not measured again
+    # the report's real-data table comes from the record
+    result["real"] = {"description": "d", "targets": {"tiny-real": {**ST.REAL["tiny-real"],
+                                                                    "threads": 2}}}
+    md = "\n".join(report.scoring_section(result))
+    assert "### CIFAR-10 bases: real data and weights" in md
+    assert "tiny-real fit ≤ 1 s wall and ≤ 2.5× the L1 + BN recalibration time on 2 threads" in md
+    row = next(x for x in md.splitlines() if x.startswith("| tiny-real | ul |"))
+    assert f"**{r['ratios']['fit_to_l1']:.2f}** / {r['ratios']['fit_to_l1_cpu']:.2f} (≤ 2.5)" in row
+    assert row.count("not judged") == 2
+    # a judged run: met / missed from the recorded flags
+    judged = {**r, "threads": 2, "targets": {**r["targets"], "applies": True},
+              "meets": {"fit_seconds": False, "fit_to_l1": True}}
+    row = next(x for x in "\n".join(report.scoring_section({**result, "runs": [judged]})
+                                    ).splitlines() if x.startswith("| tiny-real |"))
+    assert row.endswith(f"| **missed** | met | {r['loadavg_1min_before']:.1f} |")
+    assert "tiny-real (ul, 2 threads): fit" in report._real_summary([judged])
+
+
+def test_scoring_time_cli_skips_absent_bases_without_error(tmp_path):
+    from benchmarks import scoring_time as ST
+
+    out = tmp_path / "res"
+    rc = ST.main(["--no-synthetic", "--bases", str(tmp_path / "none"), "--results", str(out),
+                  "--threads", str(torch.get_num_threads())])
+    res = json.loads((out / "scoring_time.json").read_text())
+    assert rc == 0 and res["runs"] == []
+    assert set(res["skipped"]) == set(ST.REAL)
+    assert all("not committed yet" in v for v in res["skipped"].values())
+    assert res["real"]["targets"]["cifar10-resnet56"] == {"fit_seconds": 12.0, "fit_to_l1": 2.5,
+                                                          "threads": 2}
