@@ -131,7 +131,10 @@ def global_allocation(
     if top[key] < target:
         raise TargetError(f"{metric} budget {target:.0%} is out of reach: removing every candidate "
                           f"channel (all but the best of each layer, never protected ones) "
-                          f"removes {top[key]:.1%}")
+                          f"removes {top[key]:.1%}"
+                          + ("; the rest of the latency (activations, pooling, each layer's cost "
+                             "at one channel) does not shrink with channels: ask for less, or "
+                             "measure at a larger batch size" if metric == "latency" else ""))
     lo, hi = 0, len(order)  # predicted(hi) meets the target; find the smallest such k
     while lo < hi:
         mid = (lo + hi) // 2

@@ -52,7 +52,11 @@ def frozen_torchscript(model: torch.nn.Module, example: torch.Tensor) -> torch.j
     Freezing makes the weights constants and folds BatchNorm into the convolutions, which removes
     a good part of the per-layer overhead of a small model at batch 1.
     """
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 2.13 marks trace/freeze deprecated; TorchScript is still what this format is
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.", category=DeprecationWarning)
         return torch.jit.freeze(torch.jit.trace(model.eval(), example))
 
 

@@ -219,6 +219,8 @@ def measure_table(
     Each layer sees an input of the shape it sees inside the model (captured with one forward
     pass at batch 1), scaled to `batch_size`; layers of identical shape share their timings.
     """
+    from snacs.export import frozen_torchscript
+
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"latency batch size must be a positive integer, got {batch_size!r}")
     shapes: dict[str, tuple[int, ...]] = {}
@@ -263,7 +265,7 @@ def measure_table(
                 if key not in cache:
                     layer = _layer_at(m, a, b).eval()
                     x = torch.randn(batch_size, a, *shp[2:]) if conv else torch.randn(batch_size, *shp[1:-1], a)
-                    ts = torch.jit.freeze(torch.jit.trace(layer, x))
+                    ts = frozen_torchscript(layer, x)
                     cache[key] = _time_ms(ts, x, min_seconds=min_seconds, max_repeats=max_repeats)
                 ms.append(cache[key])
             grid = [ms] if dw else [ms[i * len(go):(i + 1) * len(go)] for i in range(len(gi))]

@@ -354,6 +354,16 @@ class SNACS:
         cpu["topology"] = time.process_time() - c
         log.info("%s: %.1f s", "topology", timings["topology"])
 
+        self.latency_ = None
+        if self.target_metric == "latency":  # timed, and checked for reach, before the scoring
+            t = time.perf_counter()
+            c = time.process_time()
+            self._latency_table_, self._latency_here = self._get_latency_table(model, input_shape)
+            self._check_latency_reach(model)
+            timings["latency_table"] = time.perf_counter() - t
+            cpu["latency_table"] = time.process_time() - c
+            log.info("%s: %.1f s", "latency_table", timings["latency_table"])
+
         t = time.perf_counter()
         c = time.process_time()
         acts = collect_activations(model, self.topology_, batches, progress=self.progress,
@@ -404,15 +414,6 @@ class SNACS:
         cpu["sensitivity"] = time.process_time() - c
         log.info("%s: %.1f s", "sensitivity", timings["sensitivity"])
 
-        self.latency_ = None
-        if self.target_metric == "latency":
-            t = time.perf_counter()
-            c = time.process_time()
-            self._latency_table_, self._latency_here = self._get_latency_table(model, input_shape)
-            timings["latency_table"] = time.perf_counter() - t
-            cpu["latency_table"] = time.process_time() - c
-            log.info("%s: %.1f s", "latency_table", timings["latency_table"])
-
         t = time.perf_counter()
         c = time.process_time()
         self.limit_fraction_ = self.limit_fraction if self.limits_ and self.limits == "probe" else None
@@ -461,21 +462,44 @@ class SNACS:
                         tab.batch_size, tab.threads, self.latency_batch_size, self.latency_threads)
         return tab, False
 
+    def _check_latency_reach(self, model: nn.Module) -> None:
+        """Stop before the scoring when even one channel per layer cannot meet the target."""
+        from snacs.errors import TargetError
+        from snacs.latency import kept_channels
+        from snacs.plan import Plan
+
+        remove = {cg.id: list(range(1, cg.channels)) for cg in self.topology_.groups
+                  if cg.prunable and cg.channels > 1 and any(p.group == cg.id for p in self.topology_.pairs)}
+        kept = kept_channels(model, self.topology_, Plan(granularity="filter", mode="target", remove=remove))
+        best = self._latency_table_.predicted_removal(kept)
+        if best < float(self.target):
+            raise TargetError(
+                f"latency target {float(self.target):.0%} is out of reach: with one channel left in "
+                f"every prunable layer the latency table predicts {best:.1%} removed; the rest "
+                "(activations, pooling, each layer's cost at one channel) does not shrink with "
+                "channels: ask for less, or measure at a larger batch size")
+
     def _latency_plan(self, model: nn.Module):
         """A latency target: the global allocation priced by the latency table; when the table
         was timed here, each plan's pruned model is timed and the target raised (or lowered) by
         the measured miss, keeping the plan closest to the target among those that meet it."""
         from snacs.allocation import plan_global
         from snacs.apply import apply_plan
+        from snacs.errors import TargetError
         from snacs.latency import measured_removal
 
         table, here = self._latency_table_, self._latency_here
         target, tol = float(self.target), 0.02
         aim, tried = target, []  # (plan, record) per round
         for _ in range(self.latency_rounds if here else 1):
-            plan = plan_global(model, self.topology_, self.scores_, self.sensitivity_,
-                               target=aim, metric="latency", groups=self.groups,
-                               latency_table=table)
+            try:
+                plan = plan_global(model, self.topology_, self.scores_, self.sensitivity_,
+                                   target=aim, metric="latency", groups=self.groups,
+                                   latency_table=table)
+            except TargetError:
+                if not tried:
+                    raise
+                break  # a corrected aim beyond what the table allows: keep the plans so far
             plan.mode = self.mode
             row = {"aimed": aim, "predicted_removed": plan.predicted["latency_removed"]}
             tried.append((plan, row))
