@@ -15,7 +15,6 @@ from snacs.cli import main
 from snacs.data import synthetic
 from snacs.errors import ConfigError
 from snacs.latency import LatencyTable, channel_grid, kept_channels, measure_table
-from snacs.pairs import find_topology
 
 SHAPE = (3, 16, 16)
 
