@@ -748,6 +748,23 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                          "SNACS, limits lifted",
                          "best baseline", "L1-norm", "random", "SNACS ≥ L1 and random"],
                         rows) + [""]
+    rows = []
+    for p in sorted(results_dir.glob("compare_*.json")):
+        res = _load(p)
+        if res:
+            rows += _both_metrics_rows(res)
+    if rows:
+        lines += ["At equal parameters and at equal MACs (what makes the model faster), test accuracy "
+                  "(%) after the same fine-tune (mean over the seeds finished; BENCHMARKS.md gives "
+                  "the count per cell), the other metric removed in brackets, in heavy type where SNACS's "
+                  "default is at least the best baseline. \"SNACS default\" is what `snacs prune "
+                  "--target` does (`--allocation auto`: the limits allocation for a parameter "
+                  "target, with `--relax-limits` above the limits, the global one for a MAC "
+                  "target); the two allocations are also shown alone. \"auto\" is the automatic "
+                  "mode (`ul`), which picks its own budget.", ""]
+        lines += _table(["suite", "budget", "SNACS default", "SNACS, limits alloc.",
+                         "SNACS, global alloc.", "best baseline", "L1-norm", "random",
+                         "dense + same fine-tune"], rows) + [""]
     st = _load(results_dir / "scoring_time.json")
     if st and st.get("runs"):
         parts = []
@@ -789,6 +806,46 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                       f"{s.get('spearman_linear', float('nan')):.2f} against the true CMI (target "
                       f"≥ {eq.get('target_spearman')}).", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _both_metrics_rows(res: dict) -> list[list[str]]:
+    """README rows per (metric, budget): the default, both allocations, the best baseline."""
+    def cell(cells: list[dict], other: str) -> str:
+        ok = _ok(cells)
+        if not ok:
+            return "–" if not cells else "no result"
+        acc = _stats([c["accuracy_finetuned"] for c in ok])[0]
+        rem = _stats([c[other] for c in ok])[0]
+        tag = "w." if other == "weights_removed_pct" else "MACs"
+        return f"{acc:.2f} ({rem:.0f} % {tag})"
+
+    dense = _mean_ft([c for c in _cells(res) if c["method"] == "dense"])
+    rows = []
+    for metric, unit, other in (("params", "weights", "macs_removed_pct"),
+                                ("macs", "MACs", "weights_removed_pct")):
+        groups = _by_method_budget(res, metric)
+        for b in sorted({b for (_, b) in groups}):
+            lim, glo = groups.get(("snacs", b), []), groups.get(("snacs-global", b), [])
+            default = lim if metric == "params" else glo
+            base = {m: _mean_ft(groups.get((m, b), [])) for m in BASELINES}
+            base = {m: v for m, v in base.items() if v is not None}
+            best = max(base.items(), key=lambda kv: kv[1]) if base else None
+            d_acc = _mean_ft(default)
+            txt = cell(default, other)
+            if best and d_acc is not None:
+                txt = (f"**{txt}**" if d_acc >= best[1] else txt)
+            rows.append([res.get("suite", "?"), f"{b:.0%} {unit}", txt, cell(lim, other),
+                         cell(glo, other),
+                         f"{METHOD_NAMES[best[0]]} {best[1]:.2f}" if best else "–",
+                         _num(base.get("l1")), _num(base.get("random")), _num(dense)])
+    ul = _ok([c for c in _cells(res) if c["method"] == "snacs-ul"])
+    if ul:
+        w = _stats([c["weights_removed_pct"] for c in ul])[0]
+        m = _stats([c["macs_removed_pct"] for c in ul])[0]
+        rows.append([res.get("suite", "?"), f"auto: {w:.0f} % w., {m:.0f} % MACs",
+                     _pm([c["accuracy_finetuned"] for c in ul]), "–", "–", "–", "–", "–",
+                     _num(dense)])
+    return rows
 
 
 def _real_summary(runs: list[dict]) -> str:

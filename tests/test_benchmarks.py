@@ -161,6 +161,21 @@ def _fake_cell(method, metric, budget, seed, acc, removed=None):
             "prune_seconds": 1.0, "finetune_seconds": 3.0}
 
 
+def test_readme_rows_show_the_default_allocation_at_both_metrics():
+    from benchmarks.report import _both_metrics_rows
+
+    cells = [_fake_cell("snacs", "params", 0.5, 0, 88.0), _fake_cell("snacs-global", "params", 0.5, 0, 86.0),
+             _fake_cell("l1", "params", 0.5, 0, 87.0),
+             _fake_cell("snacs", "macs", 0.5, 0, 80.0, removed=70), _fake_cell("snacs-global", "macs", 0.5, 0, 84.0, removed=45),
+             _fake_cell("tp-taylor", "macs", 0.5, 0, 85.0), _fake_cell("dense", None, None, 0, 90.0)]
+    rows = _both_metrics_rows({"suite": "s", "cells": {str(i): c for i, c in enumerate(cells)}})
+    by = {r[1]: r for r in rows}
+    # parameters: the default is the limits allocation (88 > 87: marked), MACs: the global one
+    assert by["50% weights"][2:5] == ["**88.00 (45 % MACs)**", "88.00 (45 % MACs)", "86.00 (45 % MACs)"]
+    assert by["50% MACs"][2:5] == ["84.00 (45 % w.)", "80.00 (70 % w.)", "84.00 (45 % w.)"]
+    assert by["50% MACs"][5] == "TP group Taylor 85.00" and by["50% MACs"][8] == "90.00"
+
+
 def test_report_renders_from_fake_results(tmp_path):
     from benchmarks import report
 
@@ -220,6 +235,9 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "| fake | 50% | 90.50 | 0.70 | – | TP group Taylor 91.50 |" in text
     # budgets above the limits: SNACS relaxed its limit fraction, and both pages say by how much
     assert "| fake | 85% | 90.50 | 0.88–0.92 |" in text
+    # the table at equal parameters and equal MACs: the default is the limits allocation at a
+    # parameter budget, with the other metric removed beside it
+    assert "| fake | 50% weights | 90.50 (" in text and "SNACS default" in text
     assert "SNACS 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
     assert "### Above the limits: fake" in md
     assert ("| relax the limit fraction (shipped: `--relax-limits`) | 86.50 ± 0.50 (MACs −80 %) |"
