@@ -122,14 +122,17 @@ def select_to_budget(
     importance: dict[int, np.ndarray],
     target: float,
     metric: str = "params",
+    latency_table=None,
 ) -> tuple[dict[int, list[int]], dict[str, float]]:
     """Remove the globally lowest mean-normalised scores until `target` of `metric` is removed
-    (:func:`snacs.allocation.global_allocation`, the rule SNACS's allocation="global" uses).
+    (:func:`snacs.allocation.global_allocation`, the rule SNACS's allocation="global" uses; a
+    latency budget is priced by `latency_table`).
 
     Returns the removal and the predicted counts. Raises TargetError when even removing all but
     one channel of every group falls short.
     """
-    return global_allocation(model, topology, importance, target, metric)
+    return global_allocation(model, topology, importance, target, metric,
+                             latency_table=latency_table)
 
 
 # --------------------------------------------------------------------------- importances
@@ -371,16 +374,24 @@ def score_method(method: str, model: nn.Module, topology: Topology, data, *, see
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+# methods whose budget is spread by the global allocation, so a latency table can price it
+LATENCY_METHODS = ("snacs-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
+
+
 def select_from_state(method: str, state, model: nn.Module, topology: Topology, *,
-                      target: float | None, metric: str = "params"
+                      target: float | None, metric: str = "params", latency_table=None
                       ) -> tuple[dict[int, list[int]], dict[str, float]]:
-    """Removal at one budget from a method's scoring state (see `score_method`)."""
+    """Removal at one budget from a method's scoring state (see `score_method`). A latency
+    budget (metric "latency", priced by `latency_table`) applies to `LATENCY_METHODS` only."""
     if method == "snacs-ul":
         return snacs_remove(state, model, mode="ul")
     if method == "dense":
         return {}, count_plan(model, topology, _plan({}))
     if target is None:
         raise ValueError(f"{method} needs a budget")
+    if metric == "latency" and method not in LATENCY_METHODS:
+        raise ValueError(f"{method} has no latency allocation; latency budgets take "
+                         f"{', '.join(LATENCY_METHODS)}")
     if method == "snacs":
         return snacs_remove(state, model, mode="target", target=target, metric=metric, relax=True)
     if method == "mint":
@@ -389,12 +400,13 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
         from snacs.allocation import plan_global
 
         plan = plan_global(model, state.topology_, state.scores_, state.sensitivity_,
-                           target=target, metric=metric, groups=state.groups)
+                           target=target, metric=metric, groups=state.groups,
+                           latency_table=latency_table)
         return {int(k): list(v) for k, v in plan.remove.items()}, dict(plan.predicted)
     if method == "snacs-nolimits":
         return snacs_remove(state, model, mode="target", target=target, metric=metric,
                             lift_limits=True)
-    return select_to_budget(model, topology, state, target, metric)
+    return select_to_budget(model, topology, state, target, metric, latency_table)
 
 
 def select(method: str, model: nn.Module, topology: Topology, data, *, target: float | None,

@@ -42,7 +42,7 @@ BENCH_RUNS = ROOT / "runs" / "bench"
 
 BUDGETS = (0.5, 0.7, 0.85)
 SEEDS = (0, 1)
-METRICS = ("params", "macs")
+METRICS = ("params", "macs", "latency")
 
 # Same recipe as `snacs train` for fashion-mnist (cli_common.DATASET_TRAIN_DEFAULTS): batch 64, no
 # augmentation, lr 0.05 cosine, 2 epochs.
@@ -98,7 +98,10 @@ CIFAR_METHODS = ("snacs", "snacs-global", "l1", "random", "tp-magnitude", "tp-ta
 # equal compute first (50 % of MACs: what makes a model faster), then 50 % of parameters, then
 # 70 % of each, then 85 % of parameters
 CIFAR_BUDGETS = (("macs", 0.5), ("params", 0.5), ("macs", 0.7), ("params", 0.7),
-                 ("params", 0.85))
+                 ("params", 0.85), ("latency", 0.5))
+# a latency budget: the frozen TorchScript model at batch 1 on 1 thread (the "bs1_ts" column),
+# priced for every method by one per-layer table timed on this machine (snacs.latency)
+LATENCY_BUDGET = {"batch_size": 1, "threads": 1, "column": "bs1_ts"}
 CIFAR_LATENCY = {"bs1": {"batch_size": 1, "repeats": 20}, "bs64": {"batch_size": 64, "repeats": 5},
                  "bs1_ts": {"batch_size": 1, "repeats": 20, "frozen": True},
                  "bs64_ts": {"batch_size": 64, "repeats": 5, "frozen": True}}
@@ -154,7 +157,8 @@ def grid(methods, metrics, budgets, seeds, pairs=None) -> list[dict]:
                 cells += [{"method": m, "metric": None, "budget": None, "seed": seed}
                           for m in UNBUDGETED if m in methods]
             cells += [{"method": m, "metric": metric, "budget": budget, "seed": seed}
-                      for metric, budget in chunk for m in methods if m not in UNBUDGETED]
+                      for metric, budget in chunk for m in methods if m not in UNBUDGETED
+                      and (metric != "latency" or m in B.LATENCY_METHODS)]
     for c in cells:
         c["id"] = cell_id(c["method"], c["metric"], c["budget"], c["seed"])
     return cells
@@ -430,10 +434,12 @@ class Harness:
         rec: dict[str, Any] = {"method": method, "metric": metric, "budget": budget, "seed": seed,
                                "fingerprint": self._fingerprint()}
         state, score_s = self.state(method, seed)
+        table = self.latency_table() if metric == "latency" else None
         t = time.perf_counter()
         try:
             remove, pred = B.select_from_state(method, state, self.model, self.topology,
-                                               target=budget, metric=metric or "params")
+                                               target=budget, metric=metric or "params",
+                                               latency_table=table)
         except TargetError as e:
             rec.update(status="unreachable", error=str(e))
             return rec
@@ -460,6 +466,12 @@ class Harness:
         # latency of base and pruned measured back to back (a ratio holds on a busy machine)
         rec["remove"] = {str(k): v for k, v in sorted(remove.items())}
         rec.update(self._measure_latency(pruned))
+        if table is not None:
+            col = rec["latency_ms"].get(LATENCY_BUDGET["column"])
+            rec["latency_target"] = {
+                "budget": budget, "predicted_removed": pred["latency_removed"],
+                "measured_removed": (1 - col["pruned"] / col["base"]) if col else None,
+                "column": LATENCY_BUDGET["column"], "table_base_ms": table.base_ms}
         rec["accuracy_base"] = self.base_meta["test_accuracy"]
         recal = self._recalibration()
         if recal is not None:
@@ -484,6 +496,30 @@ class Harness:
         rec.update(accuracy_finetuned=res.test_accuracy, finetune_val_accuracy=res.best_val_accuracy,
                    finetune_seconds=time.perf_counter() - t)
         return rec
+
+    def latency_table(self):
+        """The base's per-layer latency table, timed once on this machine and kept beside the
+        fits (the results file records its summary)."""
+        from snacs.latency import LatencyTable, measure_table
+
+        if getattr(self, "_latency_table", None) is not None:
+            return self._latency_table
+        path = self.runs / self.suite.name / f"latency-table-{self._fingerprint()}.json"
+        if path.is_file():
+            tab = LatencyTable.load(path)
+        else:
+            t = time.perf_counter()
+            tab = measure_table(self.model, self.shape, batch_size=LATENCY_BUDGET["batch_size"],
+                                threads=LATENCY_BUDGET["threads"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tab.save(path)
+            log.info("latency table timed in %.1f s: base %.3f ms, layers %.3f ms",
+                     time.perf_counter() - t, tab.base_ms, tab.layers_full_ms)
+        self.result["latency_table"] = {"batch_size": tab.batch_size, "threads": tab.threads,
+                                        "base_ms": tab.base_ms, "layers_ms": tab.layers_full_ms,
+                                        "machine": tab.machine, "file": path.name}
+        self._latency_table = tab
+        return tab
 
     def _measure_latency(self, pruned) -> dict:
         """Base and pruned latency, back to back (a ratio holds on a busy machine)."""
@@ -511,9 +547,10 @@ class Harness:
                 remove = {int(k): list(v) for k, v in rec["remove"].items()}
             else:
                 state, _ = self.state(rec["method"], rec["seed"])
-                remove, _ = B.select_from_state(rec["method"], state, self.model, self.topology,
-                                                target=rec["budget"],
-                                                metric=rec["metric"] or "params")
+                remove, _ = B.select_from_state(
+                    rec["method"], state, self.model, self.topology, target=rec["budget"],
+                    metric=rec["metric"] or "params",
+                    latency_table=self.latency_table() if rec["metric"] == "latency" else None)
             counts = {str(k): len(v) for k, v in sorted(remove.items())}
             if counts != rec["channels_removed_per_group"]:
                 log.warning("%s: rebuilt removal differs from the recorded one; skipped", cid)
@@ -522,6 +559,10 @@ class Harness:
             remove_channels(pruned, self.topology, remove)
             rec.update(self._measure_latency(pruned.eval()))
             rec["remove"] = {str(k): v for k, v in sorted(remove.items())}
+            if "latency_target" in rec:
+                col = rec["latency_ms"].get(rec["latency_target"]["column"])
+                rec["latency_target"]["measured_removed"] = (1 - col["pruned"] / col["base"]
+                                                             if col else None)
             self.save()
             lat = rec["latency_ms"]
             log.info("%s: latency bs1 %.2f -> %.2f ms, bs64 %.1f -> %.1f ms (load %.1f)", cid,

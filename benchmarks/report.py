@@ -461,6 +461,7 @@ def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> lis
         png = plots_dir / f"compare_{suite}_{metric}.png"
         if plot_suite(res, metric, png):
             out += [f"![{suite} {metric}]({_rel(png, md_dir)})", ""]
+    out += _latency_budget_section(res, suite)
     out += _latency_check(res) + [""]
     if suite in PUBLISHED:
         out += ["Published anchors, **measured on the original CIFAR-10 with far longer "
@@ -628,6 +629,42 @@ ABOVE_LIMITS_NAMES = {
     "nolimits-mean": "no limits, importance ÷ layer mean",
     "relax-cost": "relax, importance ÷ layer mean ÷ saving per channel",
 }
+
+
+def _latency_budget_section(res: dict, suite: str) -> list[str]:
+    """Latency budgets: every method priced by the same per-layer table; the measured latency
+    of each pruned model against the target."""
+    groups = _by_method_budget(res, "latency")
+    if not groups:
+        return []
+    tab = res.get("latency_table") or {}
+    base = f", base {tab['base_ms']:.3f} ms" if tab.get("base_ms") else ""
+    out = [f"#### {suite}: latency budgets", "",
+           "Target: a share of the frozen TorchScript latency at batch "
+           f"{tab.get('batch_size', 1)} on {tab.get('threads', 1)} thread removed. Every method's "
+           "ranking is spread by the same global rule, stopped where one per-layer latency table "
+           f"(timed once on this machine{base}) "
+           "predicts the target; \"measured\" is the pruned model timed back to back with the "
+           "base (median, `bs1_ts` column). The harness does not run SNACS's own correction "
+           "rounds, so all methods are priced alike.", ""]
+    header = ["budget", "method", "test acc. after FT (%)", "latency removed, predicted",
+              "latency removed, measured", "weights removed", "MACs removed", "seeds"]
+    rows = []
+    for b in sorted({b for (_, b) in groups}):
+        for m in METHOD_ORDER:
+            cells = _ok(groups.get((m, b), []))
+            if not cells:
+                continue
+            lt = [c.get("latency_target") or {} for c in cells]
+            pred = [x["predicted_removed"] for x in lt if x.get("predicted_removed") is not None]
+            meas = [x["measured_removed"] for x in lt if x.get("measured_removed") is not None]
+            rows.append([f"{b:.0%}", METHOD_NAMES[m], _pm([c["accuracy_finetuned"] for c in cells]),
+                         f"{100 * _stats(pred)[0]:.1f} %" if pred else "–",
+                         f"{100 * _stats(meas)[0]:.1f} %" if meas else "–",
+                         f"{_stats([c['weights_removed_pct'] for c in cells])[0]:.1f} %",
+                         f"{_stats([c['macs_removed_pct'] for c in cells])[0]:.1f} %",
+                         str(len(cells))])
+    return out + _table(header, rows) + [""]
 
 
 def above_limits_section(res: dict, compare: dict | None, fname: str) -> list[str]:

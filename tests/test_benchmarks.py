@@ -152,6 +152,47 @@ def test_harness_cell_and_resume(tiny, tmp_path):
     assert after["l1__params50__seed0"]["accuracy_finetuned"] == cell["accuracy_finetuned"]
 
 
+def test_harness_latency_budget_prices_every_method_with_one_table(tiny, tmp_path):
+    from benchmarks import compare as C
+
+    from snacs.data import synthetic
+    from snacs.latency import LatencyTable
+
+    model, topo, data = tiny
+    test = synthetic("test", n_per_class=5, shape=SHAPE, seed=0)
+    suite = C.Suite("tinylat", "simplecnn", 1.0, "synthetic")
+    h = C.Harness(suite, results_dir=tmp_path / "res", runs=tmp_path / "runs", finetune_per_class=10,
+                  data=(data, test, model),
+                  latency={"bs1_ts": {"batch_size": 1, "repeats": 3, "frozen": True}})
+    # SNACS's limits allocation has no latency pricing: no latency cell is planned for it
+    cells = C.grid(("snacs", "l1", "random"), ("latency",), (0.2,), (0,))
+    assert [c["id"] for c in cells] == ["l1__latency20__seed0", "random__latency20__seed0"]
+    h.run(cells)
+    res = json.loads((tmp_path / "res" / "compare_tinylat.json").read_text())
+    tab = LatencyTable.load(tmp_path / "runs" / "tinylat" / res["latency_table"]["file"])
+    assert res["latency_table"]["base_ms"] == tab.base_ms
+    for cid in ("l1__latency20__seed0", "random__latency20__seed0"):
+        cell = res["cells"][cid]
+        assert cell["status"] == "ok", cell.get("error")
+        lt = cell["latency_target"]
+        assert lt["predicted_removed"] >= 0.2
+        # the prediction is the table's price of the recorded removal
+        from snacs.latency import kept_channels
+        from snacs.plan import Plan
+
+        plan = Plan(granularity="filter", mode="target",
+                    remove={int(k): v for k, v in cell["remove"].items()})
+        assert tab.predicted_removal(kept_channels(model, topo, plan)) == pytest.approx(lt["predicted_removed"])
+        col = cell["latency_ms"]["bs1_ts"]
+        assert lt["measured_removed"] == pytest.approx(1 - col["pruned"] / col["base"])
+    from benchmarks import report
+
+    md = "\n".join(report.compare_section(res, tmp_path, tmp_path, "compare_tinylat.json"))
+    assert "#### tinylat: latency budgets" in md
+    row = next(r for r in md.splitlines() if r.startswith("| 20% | L1-norm (global) |"))
+    assert f"{100 * res['cells']['l1__latency20__seed0']['latency_target']['predicted_removed']:.1f} %" in row
+
+
 def _fake_cell(method, metric, budget, seed, acc, removed=None):
     removed = removed if removed is not None else 100 * (budget or 0.6)
     return {"method": method, "metric": metric, "budget": budget, "seed": seed, "status": "ok",
