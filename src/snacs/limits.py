@@ -120,63 +120,75 @@ def _make_probe(kind: str, n_classes: int, seed: int):
     raise ConfigError(f"unknown probe {kind!r}; choose one of {', '.join(PROBES)}")
 
 
-def _ovo_coefficients(clf) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """The one-vs-one decision functions of a fitted SVC as one (n_SV x n_pairs) matrix."""
+def _ovo_blocks(clf) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """A fitted SVC's one-vs-one decision functions, per class.
+
+    libsvm's layout: the decision of pair (i, j), i < j, is
+    Σ_{s ∈ SV(i)} dual[j − 1, s] K(x, s) + Σ_{s ∈ SV(j)} dual[i, s] K(x, s) + b_ij, so one
+    product of the kernel against each class's own rows of the dual coefficients,
+    P_c = K[:, SV(c)] · dual[:, SV(c)]ᵀ (N x (k − 1)), holds every term: k − 1 columns per
+    support vector instead of the k(k − 1)/2 of a dense coefficient matrix (5x fewer for 10
+    classes). Returns the per-class blocks (n_SV(c) x (k − 1)), the SV offsets, and the
+    class pairs (first, second).
+    """
     # sklearn negates the public dual_coef_/intercept_ of binary problems; the private copies
-    # keep libsvm's signs, which the voting below follows.
-    dual = getattr(clf, "_dual_coef_", clf.dual_coef_)
-    intercept = getattr(clf, "_intercept_", clf.intercept_)
-    n_sv = clf.n_support_
-    start = np.concatenate([[0], np.cumsum(n_sv)])
-    k = len(n_sv)
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    coef = np.zeros((int(start[-1]), len(pairs)))
-    for col, (i, j) in enumerate(pairs):
-        # libsvm's layout: class i's SVs use row j-1 of dual_coef_, class j's SVs row i.
-        coef[start[i]:start[i + 1], col] = dual[j - 1, start[i]:start[i + 1]]
-        coef[start[j]:start[j + 1], col] = dual[i, start[j]:start[j + 1]]
-    return coef, np.asarray(intercept, dtype=np.float64), pairs
+    # keep libsvm's signs, which the voting follows.
+    dual = np.asarray(getattr(clf, "_dual_coef_", clf.dual_coef_), dtype=np.float64)
+    start = np.concatenate([[0], np.cumsum(clf.n_support_)])
+    k = len(clf.n_support_)
+    blocks = [np.ascontiguousarray(dual[:, start[c]:start[c + 1]].T) for c in range(k)]
+    first = np.asarray([i for i in range(k) for _ in range(i + 1, k)], dtype=np.int64)
+    second = np.asarray([j for i in range(k) for j in range(i + 1, k)], dtype=np.int64)
+    return blocks, start, first, second
 
 
-def svm_predict(clf, x: np.ndarray, chunk: int = 4096, dtype: torch.dtype = torch.float32
+def svm_predict(clf, x: np.ndarray, chunk: int = 256, dtype: torch.dtype = torch.float32
                 ) -> np.ndarray:
     """`clf.predict(x)` for a fitted RBF `SVC`, as dense matrix products.
 
     libsvm evaluates the kernel one sample and one support vector at a time; here the kernel
-    of a block of samples against all support vectors is one matrix product, the 45 one-vs-one
-    decisions (10 classes) a second one, and the votes are counted as libsvm counts them (ties
-    go to the lower class index). The probe predicts ~20 rates x N samples per pair, which made
-    libsvm's loop most of the whole pruning time. In float32 (the default) it agrees with
-    `clf.predict` except for samples within rounding of a decision boundary; pass
-    `dtype=torch.float64` for closer agreement at twice the cost. Agreement (probe accuracies,
-    limits) and speed-up on a whole network: `python -m benchmarks.probe_agreement`.
+    of a block of samples against all support vectors is one matrix product, the one-vs-one
+    decisions come from one small product per class (`_ovo_blocks`), and the votes are counted
+    as libsvm counts them (ties go to the lower class index). The probe predicts ~20 rates x N
+    samples per pair, which made libsvm's loop most of the whole pruning time. Blocks of
+    `chunk` samples keep the kernel block in cache for the in-place clamp/scale/exp and the
+    products that read it. In float32 (the default) it agrees with `clf.predict` except for
+    samples within rounding of a decision boundary; pass `dtype=torch.float64` for closer
+    agreement at twice the cost. Agreement (probe accuracies, limits) and speed-up on a whole
+    network: `python -m benchmarks.probe_agreement`.
     """
     sv64 = np.asarray(clf.support_vectors_, dtype=np.float64)
     centre = sv64.mean(0)  # distances do not change; smaller magnitudes round less in float32
     sv = torch.as_tensor(sv64 - centre).to(dtype)
-    coef, intercept, pairs = _ovo_coefficients(clf)
-    coef_t = torch.as_tensor(coef).to(dtype)
-    icpt = torch.as_tensor(intercept).to(dtype)
+    blocks, start, first_np, second_np = _ovo_blocks(clf)
+    blocks_t = [torch.as_tensor(b).to(dtype) for b in blocks]
+    icpt = torch.as_tensor(np.asarray(getattr(clf, "_intercept_", clf.intercept_),
+                                      dtype=np.float64)).to(dtype)
     gamma = float(clf._gamma)
     # ‖x − s‖² = ‖x‖² + ‖s‖² − 2x·s as ONE matrix product of augmented vectors
     # [x, ‖x‖², 1]·[−2s, 1, ‖s‖²]ᵀ, then clamp, scale and exp in place: the separate
-    # broadcast sums and temporaries cost more than the product itself (3x the whole predict)
+    # broadcast sums and temporaries cost more than the product itself
     sv_aug = torch.cat([-2.0 * sv, torch.ones(len(sv), 1, dtype=dtype),
                         (sv * sv).sum(1, keepdim=True)], 1).T.contiguous()
-    first = torch.as_tensor([i for i, _ in pairs])
-    second = torch.as_tensor([j for _, j in pairs])
+    first, second = torch.as_tensor(first_np), torch.as_tensor(second_np)
     k = len(clf.classes_)
     out = np.empty(len(x), dtype=np.int64)
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64) - centre).to(dtype)
     x_aug = torch.cat([xt, (xt * xt).sum(1, keepdim=True), torch.ones(len(xt), 1, dtype=dtype)], 1)
+    per_class = torch.empty(min(chunk, max(len(x_aug), 1)), k, k - 1, dtype=dtype)
     for s in range(0, len(x_aug), chunk):
         xb = x_aug[s:s + chunk]
+        n = len(xb)
         kern = (xb @ sv_aug).clamp_min_(0.0).mul_(-gamma).exp_()
-        dec = torch.addmm(icpt, kern, coef_t)
+        pc = per_class[:n]
+        for c in range(k):
+            torch.mm(kern[:, start[c]:start[c + 1]], blocks_t[c], out=pc[:, c])
+        # pair (i, j): class i's SVs use row j − 1 of the duals, class j's SVs row i
+        dec = pc[:, first, second - 1] + pc[:, second, first] + icpt
         win = torch.where(dec > 0, first, second)
-        votes = torch.zeros(len(xb), k, dtype=torch.int64)
+        votes = torch.zeros(n, k, dtype=torch.int64)
         votes.scatter_add_(1, win, torch.ones_like(win))
-        out[s:s + len(xb)] = votes.argmax(1).numpy()
+        out[s:s + n] = votes.argmax(1).numpy()
     return np.asarray(clf.classes_)[out]
 
 
