@@ -71,13 +71,24 @@ __all__ = [
     "random_importance",
     "tp_importance",
     "fit_snacs",
+    "state_key",
     "snacs_remove",
     "select",
 ]
 
 # methods pruned to a budget, then the automatic one
-BUDGET_METHODS = ("snacs", "snacs-global", "snacs-nolimits", "mint", "l1", "random", "tp-magnitude", "tp-taylor",
-                  "hrank", "chip")
+BUDGET_METHODS = ("snacs", "snacs-global", "snacs-nolimits", "snacs-hash", "snacs-hash-global",
+                  "mint", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
+# SNACS with the hash CMI estimator instead of the default (issue 14: the default is chosen by
+# the pruning suites); "snacs-hash" plans like "snacs", "snacs-hash-global" like "snacs-global"
+HASH_METHODS = {"snacs-hash": "snacs", "snacs-hash-global": "snacs-global"}
+
+
+def state_key(method: str) -> str:
+    """The scoring state a method's cells share: one SNACS fit per estimator, one per baseline."""
+    if method in HASH_METHODS:
+        return "snacs-hash"
+    return "snacs" if method.startswith("snacs") else method
 METHODS = BUDGET_METHODS + ("snacs-ul", "dense")
 IMPORTANCE_METHODS = ("l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
 
@@ -355,6 +366,8 @@ def score_method(method: str, model: nn.Module, topology: Topology, data, *, see
     """The per-seed scoring state of a method: a fitted pruner or an importance dict."""
     if method in ("snacs", "snacs-ul", "snacs-nolimits", "snacs-global"):
         return fit_snacs(model, data, seed=seed, **(snacs_params or {}))
+    if method in HASH_METHODS:
+        return fit_snacs(model, data, seed=seed, **{**(snacs_params or {}), "estimator": "hash"})
     if method == "mint":
         return fit_snacs(model, data, seed=seed, **(mint_params or MINT_PARAMS))
     if method == "l1":
@@ -375,7 +388,7 @@ def score_method(method: str, model: nn.Module, topology: Topology, data, *, see
 
 
 # methods whose budget is spread by the global allocation, so a latency table can price it
-LATENCY_METHODS = ("snacs-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
+LATENCY_METHODS = ("snacs-global", "snacs-hash-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
 
 
 def select_from_state(method: str, state, model: nn.Module, topology: Topology, *,
@@ -389,6 +402,7 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
         return {}, count_plan(model, topology, _plan({}))
     if target is None:
         raise ValueError(f"{method} needs a budget")
+    method = HASH_METHODS.get(method, method)  # same plan rule, other scores
     if metric == "latency" and method not in LATENCY_METHODS:
         raise ValueError(f"{method} has no latency allocation; latency budgets take "
                          f"{', '.join(LATENCY_METHODS)}")

@@ -257,7 +257,7 @@ def _latency(model, shape, settings: dict) -> dict[str, float]:
 
 
 def _fit_cache(suite: Suite, method: str, seed: int, base_sha: str, runs: Path) -> Path:
-    key = "snacs" if method.startswith("snacs") else method
+    key = B.state_key(method)
     return runs / suite.name / "fits" / f"{key}-seed{seed}-{base_sha}.pt"
 
 
@@ -393,7 +393,7 @@ class Harness:
 
     # -- scoring state (fitted pruners are cached on disk: an interrupted run does not refit)
     def state(self, method: str, seed: int) -> tuple[Any, float]:
-        key = ("snacs" if method.startswith("snacs") else method, seed)
+        key = (B.state_key(method), seed)
         if key in self.states:
             return self.states[key]
         cache = _fit_cache(self.suite, method, seed, self._fingerprint(), self.runs)
@@ -577,7 +577,7 @@ class Harness:
             del self.result["cells"][k]
         for m in methods:
             for seed in seeds:
-                self.states.pop(("snacs" if m.startswith("snacs") else m, seed), None)
+                self.states.pop((B.state_key(m), seed), None)
                 _fit_cache(self.suite, m, seed, self._fingerprint(), self.runs).unlink(
                     missing_ok=True)
         log.info("dropped %d cell(s) of %s", len(drop), ", ".join(methods))

@@ -35,9 +35,11 @@ METHOD_NAMES = {
     "hrank": "HRank",
     "chip": "CHIP",
     "snacs-global": "SNACS (target, global allocation)",
+    "snacs-hash": "SNACS, hash estimator (target)",
+    "snacs-hash-global": "SNACS, hash estimator (target, global allocation)",
     "dense": "dense base + the same fine-tune",
 }
-METHOD_ORDER = ["snacs", "snacs-global", "snacs-nolimits", "snacs-ul", "mint", "l1", "random",
+METHOD_ORDER = ["snacs", "snacs-global", "snacs-hash", "snacs-hash-global", "snacs-nolimits", "snacs-ul", "mint", "l1", "random",
                 "tp-magnitude", "tp-taylor", "hrank", "chip"]
 BASELINES = ["mint", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip"]
 LATENCY_FACTOR = 0.7  # target: latency falls at least 0.7x as much as MACs do

@@ -193,6 +193,31 @@ def test_harness_latency_budget_prices_every_method_with_one_table(tiny, tmp_pat
     assert f"{100 * res['cells']['l1__latency20__seed0']['latency_target']['predicted_removed']:.1f} %" in row
 
 
+def test_harness_hash_methods_fit_their_own_estimator(tiny, tmp_path):
+    from benchmarks import baselines as B
+    from benchmarks import compare as C
+
+    from snacs.data import synthetic
+
+    assert B.state_key("snacs-hash") == B.state_key("snacs-hash-global") == "snacs-hash"
+    assert B.state_key("snacs-global") == "snacs" and B.state_key("l1") == "l1"
+    model, _, data = tiny
+    test = synthetic("test", n_per_class=5, shape=SHAPE, seed=0)
+    suite = C.Suite("tinyhash", "simplecnn", 1.0, "synthetic", snacs_params={"samples_per_class": 10,
+                                                                            "groups": 8})
+    h = C.Harness(suite, results_dir=tmp_path / "res", runs=tmp_path / "runs", finetune_per_class=10,
+                  data=(data, test, model), latency={"bs1": {"batch_size": 1, "repeats": 2}})
+    h.run(C.grid(("snacs", "snacs-hash", "snacs-hash-global"), ("params",), (0.3,), (0,)))
+    res = json.loads((tmp_path / "res" / "compare_tinyhash.json").read_text())
+    assert all(c["status"] == "ok" for c in res["cells"].values())
+    st_hash, _ = h.state("snacs-hash", 0)
+    st_def, _ = h.state("snacs", 0)
+    assert st_hash.estimator == "hash" and st_def.estimator != "hash"
+    assert h.state("snacs-hash-global", 0)[0] is st_hash  # one fit serves both plans
+    fits = sorted(p.name.split("-seed")[0] for p in (tmp_path / "runs" / "tinyhash" / "fits").iterdir())
+    assert fits == ["snacs", "snacs-hash"]
+
+
 def _fake_cell(method, metric, budget, seed, acc, removed=None):
     removed = removed if removed is not None else 100 * (budget or 0.6)
     return {"method": method, "metric": metric, "budget": budget, "seed": seed, "status": "ok",
