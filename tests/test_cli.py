@@ -157,35 +157,7 @@ def test_help_lists_defaults(capsys):
 
 # --------------------------------------------------------------------------- --model-file
 
-USER_NET = '''
-import torch
-from torch import nn
-
-
-class UserNet(nn.Module):
-    """A user's own residual CNN, known to no snacs registry."""
-
-    def __init__(self, num_classes=10, width=8):
-        super().__init__()
-        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
-        self.bn0 = nn.BatchNorm2d(width)
-        self.a = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
-        self.bna = nn.BatchNorm2d(2 * width)
-        self.b = nn.Conv2d(2 * width, width, 3, padding=1, bias=False)
-        self.bnb = nn.BatchNorm2d(width)
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        x = torch.relu(self.bn0(self.stem(x)))
-        y = torch.relu(self.bna(self.a(x)))
-        x = torch.relu(x + self.bnb(self.b(y)))
-        return self.fc(x.mean((2, 3)))
-
-
-class NeedsGPU(UserNet):
-    def __init__(self, **kw):
-        raise RuntimeError("no GPU found")
-'''
+from user_net import USER_NET  # noqa: E402  (the shared user-model source)
 
 PRUNE_FAST = ["--dataset", "synthetic", "--samples-per-class", "10", "--estimator", "gaussian",
               "--groups", "8", "--limits", "0.5", "--no-progress", "--no-latency"]

@@ -79,27 +79,7 @@ def test_a_class_defined_in_the_test_loads_elsewhere_with_model(tmp_path, synth,
     assert diff <= 1e-5
 
 
-USER_NET = """
-import torch
-from torch import nn
-
-
-class TinyResNet(nn.Module):
-    def __init__(self, num_classes=10, width=8):
-        super().__init__()
-        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
-        self.bn0 = nn.BatchNorm2d(width)
-        self.a = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
-        self.bna = nn.BatchNorm2d(2 * width)
-        self.b = nn.Conv2d(2 * width, width, 3, padding=1, bias=False)
-        self.bnb = nn.BatchNorm2d(width)
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        x = torch.relu(self.bn0(self.stem(x)))
-        x = torch.relu(x + self.bnb(self.b(torch.relu(self.bna(self.a(x))))))
-        return self.fc(x.mean((2, 3)))
-"""
+from user_net import USER_NET  # noqa: E402  (the shared user-model source)
 
 
 @pytest.mark.slow
@@ -109,7 +89,7 @@ def test_cli_model_file_prune_then_load_elsewhere(tmp_path, synth_test, capsys):
     (user / "net.py").write_text(USER_NET)
     args = '{"num_classes": 10, "width": 8}'
     out = tmp_path / "p"
-    code = main(["prune", "--model-file", f"{user / 'net.py'}:TinyResNet", "--model-args", args,
+    code = main(["prune", "--model-file", f"{user / 'net.py'}:UserNet", "--model-args", args,
                  "--dataset", "synthetic", "--samples-per-class", "10", "--estimator",
                  "gaussian", "--groups", "8", "--limits", "0.5", "--out", str(out),
                  "--no-progress", "--no-latency"])
@@ -120,16 +100,16 @@ def test_cli_model_file_prune_then_load_elsewhere(tmp_path, synth_test, capsys):
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     (user / "net.py").rename(moved / "mynet.py")
-    with pytest.raises(snacs.CheckpointError, match=r"model=TinyResNet\(\.\.\.\)"):
+    with pytest.raises(snacs.CheckpointError, match=r"model=UserNet\(\.\.\.\)"):
         snacs.load(out / "model.pt")
 
     r = _python(
         "import sys\nfrom snacs.cli import main\n"
         f"assert main(['evaluate', '--checkpoint', {str(out / 'model.pt')!r}, '--model-file', "
-        f"{str(moved / 'mynet.py') + ':TinyResNet'!r}, '--model-args', {args!r}, "
+        f"{str(moved / 'mynet.py') + ':UserNet'!r}, '--model-args', {args!r}, "
         "'--dataset', 'synthetic', '--no-progress']) == 0\n"
         f"assert main(['export', '--load', {str(out / 'model.pt')!r}, '--model-file', "
-        f"{str(moved / 'mynet.py') + ':TinyResNet'!r}, '--model-args', {args!r}, "
+        f"{str(moved / 'mynet.py') + ':UserNet'!r}, '--model-args', {args!r}, "
         f"'--dataset', 'synthetic', '--output', 'm.pt2']) == 0\n", tmp_path)
     evaluated = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
     assert evaluated["accuracy"] == pytest.approx(res["accuracy_pruned"], abs=1e-9)

@@ -24,27 +24,7 @@ def _x(shape=(3, 32, 32), n=4, seed=0):
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
 
 
-class TinyResidual(nn.Module):
-    """A custom network defined only here: residual addition and a flatten with 2x2 spatial."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn0 = nn.BatchNorm2d(8)
-        self.a = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-        self.bna = nn.BatchNorm2d(8)
-        self.b = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-        self.bnb = nn.BatchNorm2d(8)
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.fc1 = nn.Linear(8 * 4, 16)
-        self.fc2 = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.bn0(self.stem(x)))
-        y = torch.relu(self.bna(self.a(x)))
-        x = torch.relu(x + self.bnb(self.b(y)))
-        x = self.pool(x).flatten(1)
-        return self.fc2(torch.relu(self.fc1(x)))
+from nets import TinyResidual  # noqa: E402  (shared test network)
 
 
 def test_pairs_custom_network():
