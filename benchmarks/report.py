@@ -463,6 +463,7 @@ def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> lis
         png = plots_dir / f"compare_{suite}_{metric}.png"
         if plot_suite(res, metric, png):
             out += [f"![{suite} {metric}]({_rel(png, md_dir)})", ""]
+    out += _designs_section(res, suite)
     out += _latency_budget_section(res, suite)
     out += _latency_check(res) + [""]
     if suite in PUBLISHED:
@@ -631,6 +632,44 @@ ABOVE_LIMITS_NAMES = {
     "nolimits-mean": "no limits, importance ÷ layer mean",
     "relax-cost": "relax, importance ÷ layer mean ÷ saving per channel",
 }
+
+
+DESIGNS = {  # the allocation (and estimator) designs of SNACS tried in the harness (issue 13)
+    "snacs": "per-layer probe limits, one score quantile (relaxed above the limits)",
+    "snacs-global": "global ranking of layer-mean-normalised ACMI, no limits",
+    "snacs-nolimits": "one score quantile, limits lifted",
+    "snacs-hash": "as `snacs`, hash CMI estimator",
+    "snacs-hash-global": "as `snacs-global`, hash CMI estimator",
+}
+
+
+def _designs_section(res: dict, suite: str) -> list[str]:
+    """Every SNACS design at every budget of the suite, beside the best baseline: the ablation
+    table of issue 13, generated from the same cells as the tables above."""
+    cols = []
+    for metric in ("params", "macs", "latency"):
+        groups = _by_method_budget(res, metric)
+        cols += [(metric, b, groups) for b in sorted({b for (_, b) in groups})]
+    present = [m for m in DESIGNS if any((m, b) in g for _, b, g in cols)]
+    if len(present) < 2 or not cols:
+        return []
+    unit = {"params": "weights", "macs": "MACs", "latency": "latency"}
+    header = ["design"] + [f"{b:.0%} {unit[m]}" for m, b, _ in cols]
+    rows = []
+    for m in present:
+        rows.append([f"`{m}`: {DESIGNS[m]}"] + [
+            _num(_mean_ft(g.get((m, b), []))) if (m, b) in g else "–" for _, b, g in cols])
+    best = []
+    for _, b, g in cols:
+        base = {k: _mean_ft(g.get((k, b), [])) for k in BASELINES}
+        base = {k: v for k, v in base.items() if v is not None}
+        best.append(f"{max(base.values()):.2f} ({METHOD_NAMES[max(base, key=base.get)]})"
+                    if base else "–")
+    rows.append(["best baseline"] + best)
+    return [f"#### {suite}: SNACS designs side by side", "",
+            "Test accuracy (%) after the shared fine-tune, mean over the seeds finished; the same "
+            "cells as the tables above. Designs measured outside the harness are in the issue "
+            "notes, not here.", ""] + _table(header, rows) + [""]
 
 
 def _latency_budget_section(res: dict, suite: str) -> list[str]:

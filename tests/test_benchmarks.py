@@ -306,6 +306,7 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "| fake | 50% weights | 90.50 (" in text and "SNACS default" in text
     assert "SNACS 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
     assert "### Above the limits: fake" in md
+    assert "#### fake: SNACS designs side by side" in md  # the ablation table of the designs
     assert ("| relax the limit fraction (shipped: `--relax-limits`) | 86.50 ± 0.50 (MACs −80 %) |"
             in md)
     assert "| L1-norm (global) (from the matched table) | 89.50 ± 0.50 (MACs −80 %) |" in md
