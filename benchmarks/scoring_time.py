@@ -68,8 +68,10 @@ REAL = {
     "cifar10-vgg16": {"fit_seconds": 25.0, "fit_to_l1": None},
 }
 TARGET_THREADS = 2  # the issue's targets are for 2 threads
-# SNACS defaults: SNACS(target=0.5) (50 % of parameters) and SNACS() (mode "ul")
+# SNACS defaults: SNACS(target=0.5) (50 % of parameters, the limits allocation),
+# SNACS(target=0.5, target_metric="macs") (the global allocation: no probe limits) and SNACS()
 REAL_MODES: dict[str, dict[str, Any]] = {"target": {"target": 0.5, "target_metric": "params"},
+                                         "target-macs": {"target": 0.5, "target_metric": "macs"},
                                          "ul": {}}
 L1_RECAL_BATCH = 250  # the batch of the compare harness's BN recalibration (Harness._recalibration)
 
@@ -251,7 +253,8 @@ def time_real(model: torch.nn.Module, train, *, mode: str = "target",
     budget = (float(p.target) if p.mode == "target"
               else float(p.plan_.predicted["weights_removed"]))
     l1 = l1_reference(model, train, target=budget, seed=seed,
-                      samples_per_class=p.samples_per_class)
+                      samples_per_class=p.samples_per_class,
+                      metric=p.target_metric if p.mode == "target" else "params")
     stages = {k: float(v) for k, v in p.timings_.items()}
     cpu = {k: float(v) for k, v in p.cpu_timings_.items()}
     rec.update(
@@ -405,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of compare suites timed on their committed base and real "
                          "data ('' for none)")
     ap.add_argument("--modes", default=",".join(REAL_MODES),
-                    help="SNACS modes of the real runs: target (50 %% of parameters), ul")
+                    help="SNACS modes of the real runs: target (50 %% of parameters), "
+                         "target-macs (50 %% of MACs), ul")
     ap.add_argument("--samples-per-class", type=int, default=None,
                     help="real runs' calibration samples per class (default: SNACS's, 250); "
                          "a smaller value is a quick check, its targets are not judged")
