@@ -29,9 +29,12 @@ def commit_base(suite_name: str, run: Path, *, source: str = "", bases: Path = B
     from snacs.train import evaluate
 
     suite = SUITES[suite_name]
-    model_file = run / "model.pt"
+    # a `snacs train --out` directory (model.pt, result.json) or a harness base directory
+    # (runs/bench/<suite>/: base.pt, base.json)
+    model_file = run / "model.pt" if (run / "model.pt").is_file() else run / "base.pt"
     if not model_file.is_file():
-        raise FileNotFoundError(f"{model_file} does not exist; give the `snacs train --out` dir")
+        raise FileNotFoundError(f"{run} holds neither model.pt nor base.pt; give the `snacs train "
+                                "--out` dir or the harness's runs/bench/<suite> dir")
     bases.mkdir(parents=True, exist_ok=True)
     dest = bases / str(suite.base_file)
     fd, tmp = tempfile.mkstemp(dir=bases, prefix=f".{dest.name}.", suffix=".tmp")
@@ -40,7 +43,8 @@ def commit_base(suite_name: str, run: Path, *, source: str = "", bases: Path = B
     Path(tmp).replace(dest)
     model = snacs.load(dest)
     _, test = _datasets(suite)
-    train_record = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
+    rec_file = next((run / f for f in ("result.json", "base.json") if (run / f).is_file()), None)
+    train_record = json.loads(rec_file.read_text()) if rec_file is not None else {}
     record = {
         "suite": suite_name,
         "file": dest.name,
