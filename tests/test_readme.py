@@ -29,3 +29,21 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "weights pruned" in out and "torch.Size([1, 10])" in out
     assert (tmp_path / "vgg16-slim.pt").is_file()
+
+
+def test_readme_command_lines_parse():
+    """Every `snacs …` line of the README's shell blocks is accepted by the CLI's parser (flags
+    renamed or removed would make a user's first copy-paste fail)."""
+    import shlex
+
+    from snacs.cli import build_parser
+
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    lines = [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]
+    lines = [ln for ln in lines if ln.startswith("snacs ")]
+    assert len(lines) >= 8
+    parser = build_parser()
+    for ln in lines:
+        args = parser.parse_args(shlex.split(ln)[1:])
+        assert callable(args.func), ln
+    assert any("--target-metric latency" in ln for ln in lines)
