@@ -898,6 +898,8 @@ def _both_metrics_rows(res: dict) -> list[list[str]]:
         return f"{acc:.2f} ({rem:.0f} % {tag})"
 
     dense = _mean_ft([c for c in _cells(res) if c["method"] == "dense"])
+    width = (res.get("model") or {}).get("width", 1.0)
+    name = res.get("suite", "?") + ("" if width in (None, 1, 1.0) else f" (width {width:g})")
     rows = []
     for metric, unit, other in (("params", "weights", "macs_removed_pct"),
                                 ("macs", "MACs", "weights_removed_pct")):
@@ -912,7 +914,7 @@ def _both_metrics_rows(res: dict) -> list[list[str]]:
             txt = cell(default, other)
             if best and d_acc is not None:
                 txt = (f"**{txt}**" if d_acc >= best[1] else txt)
-            rows.append([res.get("suite", "?"), f"{b:.0%} {unit}", txt, cell(lim, other),
+            rows.append([name, f"{b:.0%} {unit}", txt, cell(lim, other),
                          cell(glo, other),
                          f"{METHOD_NAMES[best[0]]} {best[1]:.2f}" if best else "–",
                          _num(base.get("l1")), _num(base.get("random")), _num(dense)])
@@ -920,7 +922,7 @@ def _both_metrics_rows(res: dict) -> list[list[str]]:
     if ul:
         w = _stats([c["weights_removed_pct"] for c in ul])[0]
         m = _stats([c["macs_removed_pct"] for c in ul])[0]
-        rows.append([res.get("suite", "?"), f"auto: {w:.0f} % w., {m:.0f} % MACs",
+        rows.append([name, f"auto: {w:.0f} % w., {m:.0f} % MACs",
                      _pm([c["accuracy_finetuned"] for c in ul]), "–", "–", "–", "–", "–",
                      _num(dense)])
     return rows
