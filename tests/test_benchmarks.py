@@ -310,7 +310,7 @@ def test_report_renders_from_fake_results(tmp_path):
     assert "| fake | 85% | 90.50 | 0.88–0.92 |" in text
     # the table at equal parameters and equal MACs: the default is the limits allocation at a
     # parameter budget, with the other metric removed beside it
-    assert "| fake | 50% weights | 90.50 (" in text and "SNACS default" in text
+    assert "| fake (width 0.25) | 50% weights | 90.50 (" in text and "SNACS default" in text
     assert "SNACS 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
     assert "### Above the limits: fake" in md
     assert ("| relax the limit fraction (shipped: `--relax-limits`) | 86.50 ± 0.50 (MACs −80 %) |"
