@@ -217,8 +217,9 @@ def cmd_prune(args) -> int:
     from snacs.train import evaluate, is_main_process, train
     from snacs.validate import check_ranks_agree
 
-    # under torchrun every rank computes the (deterministic) plan, the ranks compare its
-    # checksum, fine-tune together with DDP, and rank 0 alone writes the outputs
+    # under torchrun the ranks split the scoring work (snacs.distributed) and each makes the
+    # same plan from the gathered results; they compare its checksum, fine-tune together with
+    # DDP, and rank 0 alone writes the outputs
     init_distributed()
     main = is_main_process()
     out = Path(args.out)
