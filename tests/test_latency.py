@@ -95,6 +95,22 @@ def test_measured_table_covers_every_layer_and_shares_equal_shapes(tmp_path):
     back.check_model(net, (3, 8, 8))
 
 
+def test_a_layer_forward_never_runs_costs_nothing_and_still_fits_the_table():
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.unused = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.a(x)
+
+    net = Skips()
+    tab = measure_table(net, (3, 8, 8), min_seconds=0.0, max_repeats=5)
+    assert set(tab.layers) == {"a"} and tab.not_run == ["unused"]
+    tab.check_model(net, (3, 8, 8))
+
+
 def test_table_files_and_mismatches_give_clear_errors(tmp_path, model):
     with pytest.raises(ConfigError, match="does not exist.*snacs latency-table"):
         LatencyTable.load(tmp_path / "missing.json")

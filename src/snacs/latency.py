@@ -114,6 +114,7 @@ class LatencyTable:
     base_ms: float
     layers: dict[str, dict] = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
+    not_run: list[str] = field(default_factory=list)  # built but skipped by forward: no cost
     format: str = TABLE_FORMAT
     version: int = TABLE_VERSION
 
@@ -159,13 +160,15 @@ class LatencyTable:
             raise ConfigError(f"the latency table was measured for input shape {self.input_shape}, "
                               f"the data has {list(input_shape)}; measure it again with "
                               "`snacs latency-table` for this model and input size")
-        missing = sorted(set(mods) - set(self.layers))
+        missing = sorted(set(mods) - set(self.layers) - set(self.not_run))
         extra = sorted(set(self.layers) - set(mods))
         if missing or extra:
             raise ConfigError(f"the latency table does not describe this model (layers missing "
                               f"from it: {missing[:3]}, unknown layers in it: {extra[:3]}); "
                               "measure it again with `snacs latency-table` for this model")
         for n, m in mods.items():
+            if n in self.not_run:
+                continue
             cin, cout = ((m.in_channels, m.out_channels) if isinstance(m, nn.Conv2d)
                          else (m.in_features, m.out_features))
             r = self.layers[n]
@@ -274,7 +277,8 @@ def measure_table(
     finally:
         torch.set_num_threads(old)
     return LatencyTable(input_shape=list(input_shape), batch_size=batch_size, threads=threads,
-                        base_ms=base, layers=layers, machine=_machine())
+                        base_ms=base, layers=layers, machine=_machine(),
+                        not_run=sorted(set(mods) - set(shapes)))
 
 
 def kept_channels(model: nn.Module, topology, plan) -> dict[str, tuple[int, int]]:
