@@ -281,6 +281,11 @@ def _two_rank_worker(rank: int, tmp: str) -> None:
         with pytest.raises(_Unpicklable if rank == 1 else SnacsError, match="odd failure"):
             ddp.call_and_gather(odd)
         assert ddp.call_and_gather(lambda: rank * 2) == [0, 2]  # the group still works
+        assert ddp.from_rank0(lambda: rank + 5) == 5  # rank 0's value on every rank
+        # a latency target: timings differ per rank, so rank 0 times and every rank plans alike
+        lat = SNACS(target=0.2, target_metric="latency", latency_rounds=2, **FIT).fit(model, data)
+        checks = ddp.gather_objects((lat.plan_.checksum(), lat.latency_["rounds"]))
+        assert checks[0] == checks[1]
 
         # the stages split their work and every rank ends with what one process computes
         for k, b in cases.items():

@@ -28,7 +28,7 @@ from snacs.errors import ConfigError, SnacsError
 log = logging.getLogger(__name__)
 
 __all__ = ["world", "is_distributed", "shard", "shard_range", "shard_batches", "gather_objects",
-           "call_and_gather", "gather_rows"]
+           "call_and_gather", "gather_rows", "from_rank0"]
 
 T = TypeVar("T")
 
@@ -159,6 +159,15 @@ def _portable(exc: BaseException) -> bytes:
         return data
     except Exception:  # an exception whose class cannot be rebuilt from its args
         return pickle.dumps(SnacsError(f"{type(exc).__name__}: {exc}"))
+
+
+def from_rank0(fn: Callable[[], T]) -> T:
+    """`fn()` run on rank 0 only, its result handed to every rank (a measurement such as a
+    latency, which would differ from rank to rank and so give the ranks different plans)."""
+    rank, size = world()
+    if size == 1:
+        return fn()
+    return call_and_gather(lambda: fn() if rank == 0 else None)[0]
 
 
 def call_and_gather(fn: Callable[[], T]) -> list[T]:

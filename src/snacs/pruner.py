@@ -451,8 +451,12 @@ class SNACS:
         if tab is None:
             log.info("timing a latency table (batch %d, %s threads)", self.latency_batch_size,
                      self.latency_threads)
-            return measure_table(model, input_shape, batch_size=self.latency_batch_size,
-                                 threads=self.latency_threads), True
+            from snacs.distributed import from_rank0
+
+            # timed once, on rank 0, under torch.distributed: every rank plans from one table
+            return from_rank0(lambda: measure_table(model, input_shape,
+                                                    batch_size=self.latency_batch_size,
+                                                    threads=self.latency_threads)), True
         if not isinstance(tab, LatencyTable):
             tab = LatencyTable.load(tab)
         tab.check_model(model, input_shape)
@@ -485,6 +489,7 @@ class SNACS:
         the measured miss, keeping the plan closest to the target among those that meet it."""
         from snacs.allocation import plan_global
         from snacs.apply import apply_plan
+        from snacs.distributed import from_rank0
         from snacs.errors import TargetError
         from snacs.latency import measured_removal
 
@@ -506,8 +511,9 @@ class SNACS:
             if not here:
                 break
             pruned = apply_plan(model, self.topology_, plan)
-            m = measured_removal(model, pruned, self.input_shape_, batch_size=table.batch_size,
-                                 threads=table.threads)
+            m = from_rank0(lambda pruned=pruned: measured_removal(
+                model, pruned, self.input_shape_, batch_size=table.batch_size,
+                threads=table.threads))
             row.update(measured_removed=m["removed"], base_ms=m["base_ms"], pruned_ms=m["pruned_ms"])
             miss = target - m["removed"]
             nxt = min(0.99, max(0.01, aim + miss))
