@@ -57,6 +57,9 @@ def frozen_torchscript(model: torch.nn.Module, example: torch.Tensor) -> torch.j
     with torch.no_grad(), warnings.catch_warnings():
         # torch 2.13 marks trace/freeze deprecated; TorchScript is still what this format is
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.", category=DeprecationWarning)
+        # a model's Python branches on shapes are constants of this one traced input size:
+        # what freezing for deployment at that size means, not a problem to report each time
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         return torch.jit.freeze(torch.jit.trace(model.eval(), example))
 
 
