@@ -531,7 +531,7 @@ def _met(v: bool | None, applies: bool) -> str:
 
 def _mode_label(r: dict) -> str:
     st = r.get("settings") or {}
-    if r.get("mode") == "target" and st.get("target") is not None:
+    if str(r.get("mode", "")).startswith("target") and st.get("target") is not None:
         return f"target {st['target']:.0%} of {st.get('target_metric', 'params')}"
     return str(r.get("mode", "–"))
 
