@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from snacs import distributed as ddp
+import snacs.distributed as ddp
 from snacs.errors import DataError
 from snacs.pairs import Topology
 

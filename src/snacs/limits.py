@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snacs import distributed as ddp
+import snacs.distributed as ddp
 from snacs.activations import Activations
 from snacs.errors import ConfigError, DataError
 from snacs.pairs import LayerPair, Topology

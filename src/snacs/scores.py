@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snacs import distributed as ddp
+import snacs.distributed as ddp
 from snacs.activations import Activations
 from snacs.errors import ConfigError
 from snacs.io import atomic_write_bytes
