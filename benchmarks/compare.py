@@ -183,6 +183,11 @@ def _datasets(suite: Suite):
     return get_dataset(suite.dataset, "train"), get_dataset(suite.dataset, "test")
 
 
+def latency_table_file(suite: Suite, bases: Path | None = None) -> Path:
+    """Where a suite's committed latency table lives (copy a timed one there to keep it)."""
+    return (bases or BASES) / f"{suite.name}.latency-table.json"
+
+
 def committed_base(suite: Suite, bases: Path = BASES) -> tuple[torch.nn.Module, dict]:
     """The suite's base committed under benchmarks/bases/, checked against its recorded sha256."""
     import json
@@ -390,7 +395,13 @@ class Harness:
             atomic_write_json(self.path, self.result)
 
     def done(self, cid: str) -> bool:
-        return cid in self.result["cells"]
+        """A cell is done once recorded; a latency cell only if it was priced by the table in
+        use now (a table timed on another machine prices the layers differently)."""
+        rec = self.result["cells"].get(cid)
+        if rec is None:
+            return False
+        priced = rec.get("latency_target", {}).get("table_base_ms")
+        return priced is None or abs(priced - self.latency_table().base_ms) < 1e-9
 
     # -- scoring state (fitted pruners are cached on disk: an interrupted run does not refit)
     def state(self, method: str, seed: int) -> tuple[Any, float]:
@@ -505,8 +516,15 @@ class Harness:
 
         if getattr(self, "_latency_table", None) is not None:
             return self._latency_table
+        committed = latency_table_file(self.suite)
         path = self.runs / self.suite.name / f"latency-table-{self._fingerprint()}.json"
-        if path.is_file():
+        if committed.is_file():
+            # the suite's own table, committed beside its base so that every machine prices
+            # the latency cells alike
+            path = committed
+            tab = LatencyTable.load(path)
+            tab.check_model(self.model, self.shape)
+        elif path.is_file():
             tab = LatencyTable.load(path)
         else:
             t = time.perf_counter()
@@ -664,12 +682,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         import json
 
-        done = set()
+        recorded = {}
         p = results_path(suite.name)
         if p.is_file():
-            done = set(json.loads(p.read_text()).get("cells", {}))
+            recorded = json.loads(p.read_text()).get("cells", {})
+        tab = latency_table_file(suite)
+        table_ms = json.loads(tab.read_text())["base_ms"] if tab.is_file() else None
         for c in cells:
-            print(("done  " if c["id"] in done else "todo  ") + c["id"])
+            rec = recorded.get(c["id"])
+            priced = (rec or {}).get("latency_target", {}).get("table_base_ms")
+            stale = priced is not None and table_ms is not None and abs(priced - table_ms) > 1e-9
+            print(("todo  " if rec is None else "stale " if stale else "done  ") + c["id"])
         return 0
     h = Harness(suite)
     log.info("base model %s: %.2f %% test accuracy, %d weights, %d MACs", h.base["source"],

@@ -689,7 +689,8 @@ def _latency_budget_section(res: dict, suite: str) -> list[str]:
            "base (median, `bs1_ts` column). The harness does not run SNACS's own correction "
            "rounds, so all methods are priced alike.", ""]
     header = ["budget", "method", "test acc. after FT (%)", "latency removed, predicted",
-              "latency removed, measured", "weights removed", "MACs removed", "seeds"]
+              "latency removed, measured", "weights removed", "MACs removed", "seeds",
+              "priced by table (base ms)"]
     rows = []
     for b in sorted({b for (_, b) in groups}):
         for m in METHOD_ORDER:
@@ -704,7 +705,16 @@ def _latency_budget_section(res: dict, suite: str) -> list[str]:
                          f"{100 * _stats(meas)[0]:.1f} %" if meas else "–",
                          f"{_stats([c['weights_removed_pct'] for c in cells])[0]:.1f} %",
                          f"{_stats([c['macs_removed_pct'] for c in cells])[0]:.1f} %",
-                         str(len(cells))])
+                         str(len(cells)),
+                         ", ".join(sorted({f"{x['table_base_ms']:.3f}" for x in lt
+                                           if x.get("table_base_ms")})) or "–"])
+    mixed = {round(x.get("table_base_ms") or 0, 9) for c in _ok([c for v in groups.values()
+                                                               for c in v])
+             for x in [c.get("latency_target") or {}]} - {0}
+    if len(mixed) > 1:
+        out += ["**Not yet comparable:** these cells were priced by different latency tables "
+                "(timed on different machines; last column). The harness reruns the cells that "
+                "the committed table did not price (`--dry-run` lists them as stale).", ""]
     return out + _table(header, rows) + [""]
 
 

@@ -7,6 +7,7 @@ import copy
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -191,6 +192,30 @@ def test_harness_latency_budget_prices_every_method_with_one_table(tiny, tmp_pat
     assert "#### tinylat: latency budgets" in md
     row = next(r for r in md.splitlines() if r.startswith("| 20% | L1-norm (global) |"))
     assert f"{100 * res['cells']['l1__latency20__seed0']['latency_target']['predicted_removed']:.1f} %" in row
+    assert "Not yet comparable" not in md
+
+    # a table committed beside the bases wins over the timed one; cells it did not price are
+    # stale (rerun), the others stay done
+    bases = tmp_path / "bases"
+    bases.mkdir()
+    other = LatencyTable.load(tmp_path / "runs" / "tinylat" / res["latency_table"]["file"])
+    other.base_ms *= 2.0  # another machine, twice as slow everywhere: the same relative prices
+    for row in other.layers.values():
+        row["ms"] = [[2.0 * v for v in r] for r in row["ms"]]
+    other.save(bases / "tinylat.latency-table.json")
+    h2 = C.Harness(suite, results_dir=tmp_path / "res", runs=tmp_path / "runs",
+                   finetune_per_class=10, data=(data, test, model),
+                   latency={"bs1_ts": {"batch_size": 1, "repeats": 3, "frozen": True}})
+    with mock.patch.object(C, "BASES", bases):
+        assert C.latency_table_file(suite) == bases / "tinylat.latency-table.json"
+        assert not h2.done("l1__latency20__seed0")
+        assert h2.latency_table().base_ms == pytest.approx(other.base_ms)
+        h2.run(cells[:1])
+    res2 = json.loads((tmp_path / "res" / "compare_tinylat.json").read_text())
+    assert res2["cells"]["l1__latency20__seed0"]["latency_target"]["table_base_ms"] == \
+        pytest.approx(other.base_ms)
+    md2 = "\n".join(report.compare_section(res2, tmp_path, tmp_path, "compare_tinylat.json"))
+    assert "Not yet comparable" in md2  # random's cell is still priced by the first table
 
 
 def test_harness_hash_methods_fit_their_own_estimator(tiny, tmp_path):
