@@ -161,34 +161,37 @@ def svm_predict(clf, x: np.ndarray, chunk: int = 256, dtype: torch.dtype = torch
     centre = sv64.mean(0)  # distances do not change; smaller magnitudes round less in float32
     sv = torch.as_tensor(sv64 - centre).to(dtype)
     blocks, start, first_np, second_np = _ovo_blocks(clf)
-    blocks_t = [torch.as_tensor(b).to(dtype) for b in blocks]
+    # transposed layout: the kernel block is SVs x samples, so each class's SVs are a
+    # contiguous row slice and its decision terms one product (k − 1) x n_SV(c) · n_SV(c) x n
+    blocks_t = [torch.as_tensor(b.T).to(dtype).contiguous() for b in blocks]
     icpt = torch.as_tensor(np.asarray(getattr(clf, "_intercept_", clf.intercept_),
-                                      dtype=np.float64)).to(dtype)
+                                      dtype=np.float64)).to(dtype)[:, None]
     gamma = float(clf._gamma)
     # ‖x − s‖² = ‖x‖² + ‖s‖² − 2x·s as ONE matrix product of augmented vectors
-    # [x, ‖x‖², 1]·[−2s, 1, ‖s‖²]ᵀ, then clamp, scale and exp in place: the separate
+    # [−2s, 1, ‖s‖²]·[x, ‖x‖², 1]ᵀ, then clamp, scale and exp in place: the separate
     # broadcast sums and temporaries cost more than the product itself
     sv_aug = torch.cat([-2.0 * sv, torch.ones(len(sv), 1, dtype=dtype),
-                        (sv * sv).sum(1, keepdim=True)], 1).T.contiguous()
+                        (sv * sv).sum(1, keepdim=True)], 1).contiguous()
     first, second = torch.as_tensor(first_np), torch.as_tensor(second_np)
     k = len(clf.classes_)
     out = np.empty(len(x), dtype=np.int64)
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64) - centre).to(dtype)
-    x_aug = torch.cat([xt, (xt * xt).sum(1, keepdim=True), torch.ones(len(xt), 1, dtype=dtype)], 1)
-    per_class = torch.empty(min(chunk, max(len(x_aug), 1)), k, k - 1, dtype=dtype)
-    for s in range(0, len(x_aug), chunk):
-        xb = x_aug[s:s + chunk]
-        n = len(xb)
-        kern = (xb @ sv_aug).clamp_min_(0.0).mul_(-gamma).exp_()
-        pc = per_class[:n]
+    x_aug = torch.cat([xt, (xt * xt).sum(1, keepdim=True), torch.ones(len(xt), 1, dtype=dtype)],
+                      1).T.contiguous()
+    per_class = torch.empty(k, k - 1, min(chunk, max(x_aug.shape[1], 1)), dtype=dtype)
+    for s in range(0, x_aug.shape[1], chunk):
+        xb = x_aug[:, s:s + chunk]
+        n = xb.shape[1]
+        kern = (sv_aug @ xb).clamp_min_(0.0).mul_(-gamma).exp_()  # n_SV x n
+        pc = per_class[:, :, :n]
         for c in range(k):
-            torch.mm(kern[:, start[c]:start[c + 1]], blocks_t[c], out=pc[:, c])
+            torch.mm(blocks_t[c], kern[start[c]:start[c + 1]], out=pc[c])
         # pair (i, j): class i's SVs use row j − 1 of the duals, class j's SVs row i
-        dec = pc[:, first, second - 1] + pc[:, second, first] + icpt
-        win = torch.where(dec > 0, first, second)
-        votes = torch.zeros(n, k, dtype=torch.int64)
-        votes.scatter_add_(1, win, torch.ones_like(win))
-        out[s:s + n] = votes.argmax(1).numpy()
+        dec = pc[first, second - 1] + pc[second, first] + icpt  # pairs x n
+        win = torch.where(dec > 0, first[:, None], second[:, None])
+        votes = torch.zeros(k, n, dtype=torch.int64)
+        votes.scatter_add_(0, win, torch.ones_like(win))
+        out[s:s + n] = votes.argmax(0).numpy()
     return np.asarray(clf.classes_)[out]
 
 
