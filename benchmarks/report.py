@@ -220,13 +220,24 @@ def _mean_ft(cells: list[dict]) -> float | None:
     return _stats([c["accuracy_finetuned"] for c in ok])[0] if ok else None
 
 
+def default_method(metric: str) -> str:
+    """The harness method that runs what `snacs prune --target-metric <metric>` does by default
+    (the allocation "auto" resolves per metric)."""
+    from snacs import SNACS
+
+    alloc = SNACS(mode="target", target_metric=metric).resolved_allocation()
+    return "snacs-global" if alloc == "global" else "snacs"
+
+
 def verdicts(res: dict, metric: str = "params") -> list[dict]:
-    """Per budget: SNACS (target) against L1, random and the best baseline (mean fine-tuned)."""
+    """Per budget: SNACS's default (target) against L1, random and the best baseline (mean
+    fine-tuned)."""
     groups = _by_method_budget(res, metric)
     budgets = sorted({b for (_, b) in groups})
     out = []
+    default = default_method(metric)
     for b in budgets:
-        s_cells = groups.get(("snacs", b), [])
+        s_cells = groups.get((default, b), [])
         snacs = _mean_ft(s_cells)
         ok_seeds = {c["seed"] for c in _ok(s_cells)}
         partial = bool(ok_seeds) and len(ok_seeds) < len({c["seed"] for c in s_cells})
@@ -237,7 +248,8 @@ def verdicts(res: dict, metric: str = "params") -> list[dict]:
         best = max(base.items(), key=lambda kv: kv[1]) if base else (None, None)
         lifted = _mean_ft(groups.get(("snacs-nolimits", b), []))
         out.append({
-            "budget": b, "snacs": snacs, "snacs_cells": s_cells, "partial": partial,
+            "budget": b, "method": default, "snacs": snacs, "snacs_cells": s_cells,
+            "partial": partial,
             "snacs_seeds": sorted(ok_seeds), "n_seeds": len({c["seed"] for c in s_cells}),
             "snacs_nolimits": lifted,
             "nolimits_beats_l1_random": (lifted is not None and all(
@@ -278,8 +290,9 @@ def _verdict_lines(res: dict, metric: str) -> list[str]:
             lines.append(line)
             continue
         frac = _fraction(v["snacs_cells"])
-        parts = [f"SNACS {v['snacs']:.2f} %" + ("" if frac == "0.70" else
-                                                 f" (limits relaxed to fraction {frac})")]
+        alloc = "global allocation" if v["method"] == "snacs-global" else "limits allocation"
+        parts = [f"SNACS default ({alloc}) {v['snacs']:.2f} %"
+                 + ("" if frac == "0.70" else f" (limits relaxed to fraction {frac})")]
         if v["partial"]:
             seeds = ", ".join(str(x) for x in v["snacs_seeds"])
             parts[0] = (f"its limits allow this budget on seed {seeds} only "

@@ -265,6 +265,15 @@ def test_readme_rows_show_the_default_allocation_at_both_metrics():
     assert by["50% weights"][2:5] == ["**88.00 (45 % MACs)**", "88.00 (45 % MACs)", "86.00 (45 % MACs)"]
     assert by["50% MACs"][2:5] == ["84.00 (45 % w.)", "80.00 (70 % w.)", "84.00 (45 % w.)"]
     assert by["50% MACs"][5] == "TP group Taylor 85.00" and by["50% MACs"][8] == "90.00"
+    # the verdicts judge what `snacs prune --target-metric <metric>` runs by default
+    from benchmarks.report import _verdict_lines
+
+    res = {"suite": "s", "cells": {str(i): c for i, c in enumerate(cells)}}
+    assert _verdict_lines(res, "macs")[0].startswith(
+        "* 50% of MACs removed: SNACS default (global allocation) 84.00 %")
+    assert "SNACS is **below** TP group Taylor (85.00 %)" in _verdict_lines(res, "macs")[0]
+    assert _verdict_lines(res, "params")[0].startswith(
+        "* 50% of weights removed: SNACS default (limits allocation) 88.00 %")
     # the designs table: one row per SNACS design, one column per budget, the best baseline
     from benchmarks.report import _designs_section
 
@@ -336,7 +345,7 @@ def test_report_renders_from_fake_results(tmp_path):
     # the table at equal parameters and equal MACs: the default is the limits allocation at a
     # parameter budget, with the other metric removed beside it
     assert "| fake (width 0.25) | 50% weights | 90.50 (" in text and "SNACS default" in text
-    assert "SNACS 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
+    assert "SNACS default (limits allocation) 90.50 % (limits relaxed to fraction 0.88–0.92)" in md
     assert "### Above the limits: fake" in md
     assert ("| relax the limit fraction (shipped: `--relax-limits`) | 86.50 ± 0.50 (MACs −80 %) |"
             in md)

@@ -25,7 +25,6 @@ import json
 import math
 import platform
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,8 @@ import torch
 from torch import nn
 
 from snacs.errors import ConfigError
+from snacs.estimators._common import torch_threads
+from snacs.metrics import timed_calls
 
 __all__ = ["LatencyTable", "measure_table", "kept_channels", "measured_removal", "channel_grid"]
 
@@ -68,16 +69,8 @@ def _layer_at(m: nn.Module, cin: int, cout: int) -> nn.Module:
 
 def _time_ms(fn, x: torch.Tensor, *, min_seconds: float, max_repeats: int, warmup: int = 3) -> float:
     """Median of repeated calls, as many as fit in `min_seconds` (at least 5, at most max_repeats)."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < max_repeats and (len(times) < 5 or time.perf_counter() - start < min_seconds):
-            t0 = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(timed_calls(fn, x, warmup=warmup, min_repeats=5,
+                                         max_repeats=max_repeats, min_seconds=min_seconds))
 
 
 def frozen_ms(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1,
@@ -85,17 +78,12 @@ def frozen_ms(model: nn.Module, input_shape: Sequence[int], *, batch_size: int =
     """Median latency (ms) of `model` traced and frozen, as `snacs export --format torchscript`."""
     from snacs.export import frozen_torchscript
 
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         x = torch.randn(batch_size, *input_shape)
         was = model.training
         ts = frozen_torchscript(model, x)
         model.train(was)
         return _time_ms(ts, x, min_seconds=min_seconds, max_repeats=max_repeats)
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass
@@ -246,12 +234,9 @@ def measure_table(
         model.train(was)
     base = frozen_ms(model, input_shape, batch_size=batch_size, threads=threads,
                      min_seconds=max(min_seconds, 0.2), max_repeats=max_repeats)
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     cache: dict[tuple, float] = {}
     layers: dict[str, dict] = {}
-    try:
+    with torch_threads(threads):
         for n, m in mods.items():
             if n not in shapes:  # never run by forward: costs nothing
                 continue
@@ -274,8 +259,6 @@ def measure_table(
             grid = [ms] if dw else [ms[i * len(go):(i + 1) * len(go)] for i in range(len(gi))]
             layers[n] = {"signature": sig, "in": cin, "out": cout, "depthwise": dw,
                          "grid_in": go if dw else gi, "grid_out": go, "ms": grid}
-    finally:
-        torch.set_num_threads(old)
     return LatencyTable(input_shape=list(input_shape), batch_size=batch_size, threads=threads,
                         base_ms=base, layers=layers, machine=_machine(),
                         not_run=sorted(set(mods) - set(shapes)))
@@ -296,10 +279,7 @@ def measured_removal(model: nn.Module, pruned: nn.Module, input_shape: Sequence[
     `rounds` times (medians), so a change in machine load hits both alike."""
     from snacs.export import frozen_torchscript
 
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         x = torch.randn(batch_size, *input_shape)
         frozen = []
         for m in (model, pruned):
@@ -310,8 +290,6 @@ def measured_removal(model: nn.Module, pruned: nn.Module, input_shape: Sequence[
         for _ in range(rounds):
             base.append(_time_ms(frozen[0], x, min_seconds=min_seconds, max_repeats=max_repeats))
             after.append(_time_ms(frozen[1], x, min_seconds=min_seconds, max_repeats=max_repeats))
-    finally:
-        torch.set_num_threads(old)
     b, a = statistics.median(base), statistics.median(after)
     return {"base_ms": b, "pruned_ms": a, "removed": 1.0 - a / b if b > 0 else 0.0,
             "batch_size": batch_size, "threads": threads}

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from snacs.estimators._common import torch_threads
+
 __all__ = [
     "count_parameters",
     "weight_layers",
@@ -100,6 +102,24 @@ def count_macs(
 
 
 @torch.no_grad()
+def timed_calls(fn, x: torch.Tensor, *, warmup: int, min_repeats: int, max_repeats: int,
+                min_seconds: float = 0.0) -> list[float]:
+    """Wall times (ms) of `fn(x)` under `torch.inference_mode` (as deployed: no autograd
+    bookkeeping), after `warmup` calls: at least `min_repeats`, then more while `min_seconds`
+    have not passed, never more than `max_repeats`."""
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        start = time.perf_counter()
+        while len(times) < max_repeats and (len(times) < min_repeats
+                                            or time.perf_counter() - start < min_seconds):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def measure_latency(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -114,22 +134,9 @@ def measure_latency(
 
     Returns a dict with `median_ms`, `p10_ms`, `p90_ms`, `batch_size`, `threads`, `repeats`.
     """
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        with _evaluating(model) as device:
-            x = torch.randn(batch_size, *input_shape, device=device)
-            times = []
-            with torch.inference_mode():  # as deployed: no autograd bookkeeping in the timing
-                for _ in range(warmup):
-                    model(x)
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    model(x)
-                    times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(old_threads)
+    with torch_threads(threads), _evaluating(model) as device:
+        x = torch.randn(batch_size, *input_shape, device=device)
+        times = timed_calls(model, x, warmup=warmup, min_repeats=repeats, max_repeats=repeats)
     times.sort()
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {
@@ -137,6 +144,6 @@ def measure_latency(
         "p10_ms": q[0],
         "p90_ms": q[-1],
         "batch_size": batch_size,
-        "threads": threads if threads is not None else old_threads,
+        "threads": threads if threads is not None else torch.get_num_threads(),
         "repeats": repeats,
     }
