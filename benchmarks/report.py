@@ -682,7 +682,31 @@ def _designs_section(res: dict, suite: str) -> list[str]:
     return [f"#### {suite}: SNACS designs side by side", "",
             "Test accuracy (%) after the shared fine-tune, mean over the seeds finished; the same "
             "cells as the tables above. Designs measured outside the harness are in the issue "
-            "notes, not here.", ""] + _table(header, rows) + [""]
+            "notes, not here.", ""] + _table(header, rows) + [""] + _estimator_line(cols)
+
+
+def _estimator_line(cols) -> list[str]:
+    """The estimator choice (issue 14) at SNACS's default allocation of each budget: the hash
+    estimator against the Gaussian copula, cell by cell."""
+    diffs = []
+    for metric, b, g in cols:
+        copula = default_method(metric)
+        hashed = "snacs-hash" if copula == "snacs" else "snacs-hash-global"
+        c, h = _mean_ft(g.get((copula, b), [])), _mean_ft(g.get((hashed, b), []))
+        if c is None or h is None:
+            continue
+        unit = {"params": "weights", "macs": "MACs", "latency": "latency"}[metric]
+        tables = [{round((x.get("latency_target") or {}).get("table_base_ms") or 0, 9)
+                   for x in _ok(g.get((m, b), []))} for m in (copula, hashed)]
+        diffs.append((f"{b:.0%} {unit}", h - c if tables[0] == tables[1] else None))
+    if not diffs:
+        return []
+    done = [d for _, d in diffs if d is not None]
+    return ["Estimator at the default allocation of each budget, hash − Gaussian copula "
+            "(points): " + ", ".join(f"{k} {d:+.2f}" if d is not None else
+                                     f"{k} not comparable yet (priced by different latency "
+                                     "tables)" for k, d in diffs)
+            + f"; hash at least as accurate in {sum(d >= 0 for d in done)} of {len(done)}.", ""]
 
 
 def _latency_budget_section(res: dict, suite: str) -> list[str]:

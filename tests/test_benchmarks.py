@@ -281,6 +281,12 @@ def test_readme_rows_show_the_default_allocation_at_both_metrics():
     assert "| design | 50% weights | 50% MACs |" in md
     assert "| `snacs-global`: global ranking" in md and "| 86.00 | 84.00 |" in md
     assert "| best baseline | 87.00 (L1-norm (global)) | 85.00 (TP group Taylor) |" in md
+    # the estimator line compares hash with the copula at each budget's default allocation
+    cells += [_fake_cell("snacs-hash", "params", 0.5, 0, 89.5), _fake_cell("snacs-hash", "macs", 0.5, 0, 99.0),
+              _fake_cell("snacs-hash-global", "macs", 0.5, 0, 83.0)]
+    md = "\n".join(_designs_section({"suite": "s", "cells": {str(i): c for i, c in enumerate(cells)}}, "s"))
+    assert ("hash − Gaussian copula (points): 50% weights +1.50, 50% MACs -1.00; hash at least as "
+            "accurate in 1 of 2.") in md
 
 
 def test_report_renders_from_fake_results(tmp_path):
