@@ -885,7 +885,8 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                   "default is at least the best baseline. \"SNACS default\" is what `snacs prune "
                   "--target` does (`--allocation auto`: the limits allocation for a parameter "
                   "target, with `--relax-limits` above the limits, the global one for a MAC "
-                  "target); the two allocations are also shown alone. \"auto\" is the automatic "
+                  "or latency target; latency: frozen TorchScript, batch 1, 1 thread, priced by "
+                  "the suite's committed per-layer table); the two allocations are also shown alone. \"auto\" is the automatic "
                   "mode (`ul`), which picks its own budget.", ""]
         lines += _table(["suite", "budget", "SNACS default", "SNACS, limits alloc.",
                          "SNACS, global alloc.", "best baseline", "L1-norm", "random",
@@ -949,11 +950,12 @@ def _both_metrics_rows(res: dict) -> list[list[str]]:
     name = res.get("suite", "?") + ("" if width in (None, 1, 1.0) else f" (width {width:g})")
     rows = []
     for metric, unit, other in (("params", "weights", "macs_removed_pct"),
-                                ("macs", "MACs", "weights_removed_pct")):
+                                ("macs", "MACs", "weights_removed_pct"),
+                                ("latency", "latency", "macs_removed_pct")):
         groups = _by_method_budget(res, metric)
         for b in sorted({b for (_, b) in groups}):
             lim, glo = groups.get(("snacs", b), []), groups.get(("snacs-global", b), [])
-            default = lim if metric == "params" else glo
+            default = lim if default_method(metric) == "snacs" else glo
             base = {m: _mean_ft(groups.get((m, b), [])) for m in BASELINES}
             base = {m: v for m, v in base.items() if v is not None}
             best = max(base.items(), key=lambda kv: kv[1]) if base else None
