@@ -372,7 +372,7 @@ def plot_suite(res: dict, metric: str, path: Path) -> bool:
 
     xkey = "weights_removed_pct" if metric == "params" else "macs_removed_pct"
     xlabel = "conv+linear weights removed (%)" if metric == "params" else "MACs removed (%)"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharex=True)
     markers = dict(zip(METHOD_ORDER, "oPX*sD^vhp<>dH"[:len(METHOD_ORDER)], strict=True))
     colors = dict(zip(METHOD_ORDER, ["C3", "C6", "#8c2d04", "#54278f", "C5", "C3", "C1", "C0",
                                      "C7", "C2", "C4", "C8", "C9"], strict=True))
@@ -409,7 +409,9 @@ def plot_suite(res: dict, metric: str, path: Path) -> bool:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
+    # beside the axes, not over them: the points sit anywhere in the panel
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper left",
+                   bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.suptitle(f"{res.get('suite')}: accuracy at matched {('parameter' if metric == 'params' else 'MAC')} budgets "
                  f"(mean ± half range over seeds)", fontsize=10)
     fig.tight_layout()
