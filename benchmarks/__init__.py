@@ -68,3 +68,16 @@ def cpu_model() -> str:
     name, flags = info.get("model name") or platform.processor(), set(info.get("flags", "").split())
     level = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
     return f"{name} ({level})" if level else name
+
+
+def table_key(base_ms: float | None) -> float | None:
+    """A latency table's identity for comparisons: its base latency (ms), rounded so that equal
+    tables compare equal."""
+    return round(base_ms, 9) if base_ms else None
+
+
+def priced_by(cell: dict) -> float | None:
+    """`table_key` of the per-layer table that priced a latency-budget cell (None for a cell with
+    no latency target). Cells priced by different tables (timed on different machines) are not
+    comparable."""
+    return table_key((cell.get("latency_target") or {}).get("table_base_ms"))

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import RESULTS, environment, write_json
+from benchmarks import RESULTS, environment, priced_by, table_key, write_json
 from benchmarks import baselines as B
 from snacs.io import file_sha256
 
@@ -400,8 +400,8 @@ class Harness:
         rec = self.result["cells"].get(cid)
         if rec is None:
             return False
-        priced = rec.get("latency_target", {}).get("table_base_ms")
-        return priced is None or abs(priced - self.latency_table().base_ms) < 1e-9
+        priced = priced_by(rec)
+        return priced is None or priced == table_key(self.latency_table().base_ms)
 
     # -- scoring state (fitted pruners are cached on disk: an interrupted run does not refit)
     def state(self, method: str, seed: int) -> tuple[Any, float]:
@@ -687,11 +687,11 @@ def main(argv: list[str] | None = None) -> int:
         if p.is_file():
             recorded = json.loads(p.read_text()).get("cells", {})
         tab = latency_table_file(suite)
-        table_ms = json.loads(tab.read_text())["base_ms"] if tab.is_file() else None
+        table_ms = table_key(json.loads(tab.read_text())["base_ms"]) if tab.is_file() else None
         for c in cells:
             rec = recorded.get(c["id"])
-            priced = (rec or {}).get("latency_target", {}).get("table_base_ms")
-            stale = priced is not None and table_ms is not None and abs(priced - table_ms) > 1e-9
+            priced = priced_by(rec or {})
+            stale = priced is not None and table_ms is not None and priced != table_ms
             print(("todo  " if rec is None else "stale " if stale else "done  ") + c["id"])
         return 0
     h = Harness(suite)

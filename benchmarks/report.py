@@ -18,6 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks import priced_by
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTES = Path(__file__).resolve().parent / "notes.md"
@@ -218,6 +220,9 @@ def _fraction(cells: list[dict]) -> str:
 def _mean_ft(cells: list[dict]) -> float | None:
     ok = _ok(cells)
     return _stats([c["accuracy_finetuned"] for c in ok])[0] if ok else None
+
+
+BUDGET_UNIT = {"params": "weights", "macs": "MACs", "latency": "latency"}
 
 
 def default_method(metric: str) -> str:
@@ -668,8 +673,7 @@ def _designs_section(res: dict, suite: str) -> list[str]:
     present = [m for m in DESIGNS if any((m, b) in g for _, b, g in cols)]
     if len(present) < 2 or not cols:
         return []
-    unit = {"params": "weights", "macs": "MACs", "latency": "latency"}
-    header = ["design"] + [f"{b:.0%} {unit[m]}" for m, b, _ in cols]
+    header = ["design"] + [f"{b:.0%} {BUDGET_UNIT[m]}" for m, b, _ in cols]
     rows = []
     for m in present:
         rows.append([f"`{m}`: {DESIGNS[m]}"] + [
@@ -697,10 +701,8 @@ def _estimator_line(cols) -> list[str]:
         c, h = _mean_ft(g.get((copula, b), [])), _mean_ft(g.get((hashed, b), []))
         if c is None or h is None:
             continue
-        unit = {"params": "weights", "macs": "MACs", "latency": "latency"}[metric]
-        tables = [{round((x.get("latency_target") or {}).get("table_base_ms") or 0, 9)
-                   for x in _ok(g.get((m, b), []))} for m in (copula, hashed)]
-        diffs.append((f"{b:.0%} {unit}", h - c if tables[0] == tables[1] else None))
+        tables = [{priced_by(x) for x in _ok(g.get((m, b), []))} for m in (copula, hashed)]
+        diffs.append((f"{b:.0%} {BUDGET_UNIT[metric]}", h - c if tables[0] == tables[1] else None))
     if not diffs:
         return []
     done = [d for _, d in diffs if d is not None]
@@ -747,9 +749,7 @@ def _latency_budget_section(res: dict, suite: str) -> list[str]:
                          str(len(cells)),
                          ", ".join(sorted({f"{x['table_base_ms']:.3f}" for x in lt
                                            if x.get("table_base_ms")})) or "–"])
-    mixed = {round(x.get("table_base_ms") or 0, 9) for c in _ok([c for v in groups.values()
-                                                               for c in v])
-             for x in [c.get("latency_target") or {}]} - {0}
+    mixed = {priced_by(c) for v in groups.values() for c in _ok(v)} - {None}
     if len(mixed) > 1:
         out += ["**Not yet comparable:** these cells were priced by different latency tables "
                 "(timed on different machines; last column). The harness reruns the cells that "
