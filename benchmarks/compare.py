@@ -267,6 +267,32 @@ def _fit_cache(suite: Suite, method: str, seed: int, base_sha: str, runs: Path) 
     return runs / suite.name / "fits" / f"{key}-seed{seed}-{base_sha}.pt"
 
 
+def recalibration(suite: Suite) -> dict | None:
+    """BN re-estimation applied to every pruned model (and the dense one) before evaluation."""
+    if not suite.recalibrate_bn:
+        return None
+    spc = suite.snacs_params.get("samples_per_class", 250)
+    return {"samples_per_class": spc, "batch_size": 250,
+            "description": f"BatchNorm running statistics re-estimated (cumulative average) "
+                           f"on SNACS's calibration images: {spc} per class from the training "
+                           "split, drawn with the cell's seed"}
+
+
+def fingerprint(suite: Suite, base_sha: str, finetune: dict | None = None,
+                finetune_per_class: int | None | str = "suite") -> str:
+    """What a cell's result depends on besides its method, budget and seed: the base's weights,
+    the fine-tune, SNACS's and MINT's settings and the BN recalibration. A recorded cell whose
+    fingerprint differs is stale (rerun by the next run, listed as such by ``--dry-run``)."""
+    import json
+
+    per_class = suite.finetune_per_class if finetune_per_class == "suite" else finetune_per_class
+    key = {"base": base_sha, "finetune": dict(finetune or suite.finetune or FINETUNE),
+           "per_class": per_class, "snacs": suite.snacs_params, "mint": suite.mint_params}
+    if suite.recalibrate_bn:
+        key["recalibrate_bn"] = recalibration(suite)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class Harness:
     """One suite: base model, data, and the per-seed scoring state of every method."""
 
@@ -348,22 +374,10 @@ class Harness:
 
     def _recalibration(self) -> dict | None:
         """BN re-estimation applied to every pruned model (and the dense one) before evaluation."""
-        if not self.suite.recalibrate_bn:
-            return None
-        spc = self.suite.snacs_params.get("samples_per_class", 250)
-        return {"samples_per_class": spc, "batch_size": 250,
-                "description": f"BatchNorm running statistics re-estimated (cumulative average) "
-                               f"on SNACS's calibration images: {spc} per class from the training "
-                               "split, drawn with the cell's seed"}
+        return recalibration(self.suite)
 
     def _fingerprint(self) -> str:
-        import json
-
-        key = {"base": self.base_sha, "finetune": self.finetune, "per_class": self.finetune_per_class,
-               "snacs": self.suite.snacs_params, "mint": self.suite.mint_params}
-        if self.suite.recalibrate_bn:
-            key["recalibrate_bn"] = self._recalibration()
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(self.suite, self.base_sha, self.finetune, self.finetune_per_class)
 
     def _load(self) -> dict:
         import json
@@ -642,6 +656,38 @@ def _floats(s: str) -> tuple[float, ...]:
     return tuple(float(x) for x in s.split(",") if x)
 
 
+def cell_status(suite: Suite, cells: list[dict], results_dir: Path = RESULTS,
+                bases: Path | None = None) -> list[tuple[str, str]]:
+    """(status, cell id) per cell for ``--dry-run``: "todo" (not recorded), "stale" (recorded
+    from another base or settings, failed, or priced by another latency table: the next run redoes
+    it) or "done". A leading ("# ...", "") row says when staleness cannot be told (no committed
+    base: the run trains or loads one first)."""
+    import json
+
+    bases = bases or BASES
+    recorded = {}
+    p = results_path(suite.name, results_dir)
+    if p.is_file():
+        recorded = json.loads(p.read_text()).get("cells", {})
+    tab = latency_table_file(suite, bases)
+    table_ms = table_key(json.loads(tab.read_text())["base_ms"]) if tab.is_file() else None
+    out: list[tuple[str, str]] = []
+    fp = None  # the fingerprint a cell must carry: known without training only for a committed base
+    if suite.base_file:
+        fp = fingerprint(suite, state_digest(committed_base(suite, bases)[0]))
+    else:
+        out.append((f"# {suite.name} has no committed base: cells recorded from another base are "
+                    "found stale only when the run loads it", ""))
+    for c in cells:
+        rec = recorded.get(c["id"])
+        priced = priced_by(rec or {})
+        stale = rec is not None and (
+            (priced is not None and table_ms is not None and priced != table_ms)
+            or rec.get("status") == "error" or (fp is not None and rec.get("fingerprint") != fp))
+        out.append(("todo" if rec is None else "stale" if stale else "done", c["id"]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", required=True, choices=sorted(SUITES))
@@ -680,19 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     cells = grid(methods, metrics, budgets, tuple(int(s) for s in args.seeds.split(",")),
                  pairs=suite.budgets)
     if args.dry_run:
-        import json
-
-        recorded = {}
-        p = results_path(suite.name)
-        if p.is_file():
-            recorded = json.loads(p.read_text()).get("cells", {})
-        tab = latency_table_file(suite)
-        table_ms = table_key(json.loads(tab.read_text())["base_ms"]) if tab.is_file() else None
-        for c in cells:
-            rec = recorded.get(c["id"])
-            priced = priced_by(rec or {})
-            stale = priced is not None and table_ms is not None and priced != table_ms
-            print(("todo  " if rec is None else "stale " if stale else "done  ") + c["id"])
+        for status, cid in cell_status(suite, cells):
+            print(f"{status:<5} {cid}" if cid else status)
         return 0
     h = Harness(suite)
     log.info("base model %s: %.2f %% test accuracy, %d weights, %d MACs", h.base["source"],

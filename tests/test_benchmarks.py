@@ -543,3 +543,39 @@ def test_scoring_time_cli_skips_absent_bases_without_error(tmp_path):
     assert all("not committed yet" in v for v in res["skipped"].values())
     assert res["real"]["targets"]["cifar10-resnet56"] == {"fit_seconds": 12.0, "fit_to_l1": 2.5,
                                                           "threads": 2}
+
+
+def test_dry_run_lists_cells_of_another_base_as_stale(tiny, tmp_path):
+    """`--dry-run` tells the cells the next run would redo (recorded from another base, or
+    failed) from those it keeps, before loading any data."""
+    from benchmarks import compare as C
+
+    import snacs
+
+    model, _, _ = tiny
+    bases, res = tmp_path / "bases", tmp_path / "res"
+    bases.mkdir()
+    res.mkdir()
+    snacs.save(model, bases / "tinyb.pt")
+    (bases / "tinyb.json").write_text(json.dumps({"sha256": C.file_sha256(bases / "tinyb.pt")}))
+    suite = C.Suite("tinyb", "simplecnn", 1.0, "synthetic", base_file="tinyb.pt")
+    fp = C.fingerprint(suite, C.state_digest(model))
+    cells = C.grid(("l1", "random", "tp-magnitude", "tp-taylor"), ("params",), (0.5,), (0,))
+    ids = [c["id"] for c in cells]
+    (res / "compare_tinyb.json").write_text(json.dumps({"cells": {
+        ids[0]: {"fingerprint": fp, "status": "ok"},
+        ids[1]: {"fingerprint": "0123456789abcdef", "status": "ok"},  # another base
+        ids[2]: {"fingerprint": fp, "status": "error"}}}))
+    assert C.cell_status(suite, cells, res, bases) == [
+        ("done", ids[0]), ("stale", ids[1]), ("stale", ids[2]), ("todo", ids[3])]
+    # the fingerprint follows the base's weights and the fine-tune
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert C.fingerprint(suite, C.state_digest(other)) != fp
+    assert C.fingerprint(suite, C.state_digest(model), finetune={**C.FINETUNE, "lr": 0.5}) != fp
+    # without a committed base staleness is unknown until the run loads the base: said first
+    bare = C.Suite("tinyb", "simplecnn", 1.0, "synthetic")
+    rows = C.cell_status(bare, cells, res, bases)
+    assert rows[0][0].startswith("# tinyb has no committed base") and rows[0][1] == ""
+    assert [r[0] for r in rows[1:]] == ["done", "done", "stale", "todo"]
