@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 orig = B.select_from_state
                 B.select_from_state = (lambda method, state, model, topo, *, target, metric,
-                                       v=v: removal(v, state, model, target, metric))
+                                       v=v, **_: removal(v, state, model, target, metric))
                 try:
                     rec = h.run_cell({"method": "snacs", "metric": args.metric, "budget": b,
                                       "seed": seed, "id": cid})

@@ -13,6 +13,9 @@ applies it with :func:`snacs.apply.remove_channels`, fine-tunes and evaluates, i
 * ``snacs-global``: the same fitted scores and protection, the budget spread across layers by
   ``SNACS(allocation="global")`` (:func:`snacs.allocation.plan_global`): layer-mean-normalised
   ACMI ranked across all layers, the rule every non-SNACS method below is given too.
+* ``snacs-select``: both of the above plans of the budget, the one whose pruned model (BN
+  re-estimated on the fit's calibration images) is more accurate on those images
+  (``SNACS(allocation="select")``, :func:`snacs.allocation.select_allocation`).
 * ``snacs-nolimits``: the same fitted scores and protection with the per-layer limits lifted
   (the cap of ``limits="none"``), so budgets above what the limits allow can be compared; it is
   not the paper's method, it isolates how good the ACMI ranking is.
@@ -77,8 +80,8 @@ __all__ = [
 ]
 
 # methods pruned to a budget, then the automatic one
-BUDGET_METHODS = ("snacs", "snacs-global", "snacs-nolimits", "snacs-hash", "snacs-hash-global",
-                  "mint", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
+BUDGET_METHODS = ("snacs", "snacs-global", "snacs-select", "snacs-nolimits", "snacs-hash",
+                  "snacs-hash-global", "mint", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
 # SNACS with the hash CMI estimator instead of the default (issue 14: the default is chosen by
 # the pruning suites); "snacs-hash" plans like "snacs", "snacs-hash-global" like "snacs-global"
 HASH_METHODS = {"snacs-hash": "snacs", "snacs-hash-global": "snacs-global"}
@@ -364,7 +367,7 @@ def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = 
 def score_method(method: str, model: nn.Module, topology: Topology, data, *, seed: int,
                  snacs_params: dict | None = None, mint_params: dict | None = None):
     """The per-seed scoring state of a method: a fitted pruner or an importance dict."""
-    if method in ("snacs", "snacs-ul", "snacs-nolimits", "snacs-global"):
+    if method in ("snacs", "snacs-ul", "snacs-nolimits", "snacs-global", "snacs-select"):
         return fit_snacs(model, data, seed=seed, **(snacs_params or {}))
     if method in HASH_METHODS:
         return fit_snacs(model, data, seed=seed, **{**(snacs_params or {}), "estimator": "hash"})
@@ -392,10 +395,12 @@ LATENCY_METHODS = ("snacs-global", "snacs-hash-global", "l1", "random", "tp-magn
 
 
 def select_from_state(method: str, state, model: nn.Module, topology: Topology, *,
-                      target: float | None, metric: str = "params", latency_table=None
-                      ) -> tuple[dict[int, list[int]], dict[str, float]]:
+                      target: float | None, metric: str = "params", latency_table=None,
+                      data=None) -> tuple[dict[int, list[int]], dict[str, float]]:
     """Removal at one budget from a method's scoring state (see `score_method`). A latency
-    budget (metric "latency", priced by `latency_table`) applies to `LATENCY_METHODS` only."""
+    budget (metric "latency", priced by `latency_table`) applies to `LATENCY_METHODS` only.
+    `data`: the training split the state was fitted on ("snacs-select" compares its two plans
+    on the fit's calibration images)."""
     if method == "snacs-ul":
         return snacs_remove(state, model, mode="ul")
     if method == "dense":
@@ -408,6 +413,8 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
                          f"{', '.join(LATENCY_METHODS)}")
     if method == "snacs":
         return snacs_remove(state, model, mode="target", target=target, metric=metric, relax=True)
+    if method == "snacs-select":
+        return _select_allocation(state, model, target=target, metric=metric, data=data)
     if method == "mint":
         return snacs_remove(state, model, mode="target", target=target, metric=metric)
     if method == "snacs-global":
@@ -423,6 +430,37 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
     return select_to_budget(model, topology, state, target, metric, latency_table)
 
 
+def _select_allocation(state, model: nn.Module, *, target: float, metric: str, data
+                       ) -> tuple[dict[int, list[int]], dict[str, float]]:
+    """``SNACS(allocation="select", relax_limits=True)`` from a fitted state: the "snacs" and
+    the "snacs-global" plan of the budget, the one more accurate on the fit's calibration images
+    after BatchNorm re-estimation (:func:`snacs.allocation.select_allocation`, the library's own
+    choice). The predicted counts carry both proxies and the choice (``allocation_limits`` 1 or 0)."""
+    from snacs.allocation import select_allocation
+    from snacs.data import BatchLoader
+    from snacs.errors import TargetError
+
+    if data is None or getattr(state, "calibration_indices_", None) is None:
+        raise ValueError("snacs-select compares its plans on the fit's calibration images: pass "
+                         "the training split the state was fitted on as `data`")
+    cands = {}
+    try:
+        cands["limits"] = snacs_remove(state, model, mode="target", target=target, metric=metric,
+                                       relax=True)
+    except TargetError:
+        pass
+    cands["global"] = select_from_state("snacs-global", state, model, state.topology_,
+                                        target=target, metric=metric)
+    batches = BatchLoader(data, state.batch_size, indices=state.calibration_indices_)
+    name, trials = select_allocation(model, state.topology_,
+                                     {k: _plan(v[0]) for k, v in cands.items()}, batches)
+    remove, pred = cands[name]
+    pred = {k: v for k, v in pred.items() if not (name == "global" and k == "limit_fraction")}
+    pred.update({f"proxy_accuracy_{k}": t["accuracy"] for k, t in trials.items()})
+    pred["allocation_limits"] = 1.0 if name == "limits" else 0.0
+    return remove, pred
+
+
 def select(method: str, model: nn.Module, topology: Topology, data, *, target: float | None,
            metric: str = "params", seed: int = 0, snacs_params: dict | None = None,
            mint_params: dict | None = None) -> Selection:
@@ -432,7 +470,8 @@ def select(method: str, model: nn.Module, topology: Topology, data, *, target: f
                          mint_params=mint_params)
     t_score = time.perf_counter() - t
     t = time.perf_counter()
-    remove, pred = select_from_state(method, state, model, topology, target=target, metric=metric)
+    remove, pred = select_from_state(method, state, model, topology, target=target, metric=metric,
+                                     data=data)
     return Selection(method=method, remove=remove, predicted=pred, score_seconds=t_score,
                      select_seconds=time.perf_counter() - t,
                      info={"timings": dict(getattr(state, "timings_", {}))})

@@ -465,7 +465,7 @@ class Harness:
         try:
             remove, pred = B.select_from_state(method, state, self.model, self.topology,
                                                target=budget, metric=metric or "params",
-                                               latency_table=table)
+                                               latency_table=table, data=self.train)
         except TargetError as e:
             rec.update(status="unreachable", error=str(e))
             return rec
@@ -582,7 +582,7 @@ class Harness:
                 state, _ = self.state(rec["method"], rec["seed"])
                 remove, _ = B.select_from_state(
                     rec["method"], state, self.model, self.topology, target=rec["budget"],
-                    metric=rec["metric"] or "params",
+                    metric=rec["metric"] or "params", data=self.train,
                     latency_table=self.latency_table() if rec["metric"] == "latency" else None)
             counts = {str(k): len(v) for k, v in sorted(remove.items())}
             if counts != rec["channels_removed_per_group"]:

@@ -37,11 +37,12 @@ METHOD_NAMES = {
     "hrank": "HRank",
     "chip": "CHIP",
     "snacs-global": "SNACS (target, global allocation)",
+    "snacs-select": "SNACS (target, allocation chosen on the calibration images)",
     "snacs-hash": "SNACS, hash estimator (target)",
     "snacs-hash-global": "SNACS, hash estimator (target, global allocation)",
     "dense": "dense base + the same fine-tune",
 }
-METHOD_ORDER = ["snacs", "snacs-global", "snacs-hash", "snacs-hash-global", "snacs-nolimits", "snacs-ul", "mint", "l1", "random",
+METHOD_ORDER = ["snacs", "snacs-global", "snacs-select", "snacs-hash", "snacs-hash-global", "snacs-nolimits", "snacs-ul", "mint", "l1", "random",
                 "tp-magnitude", "tp-taylor", "hrank", "chip"]
 BASELINES = ["mint", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip"]
 LATENCY_FACTOR = 0.7  # target: latency falls at least 0.7x as much as MACs do
@@ -657,6 +658,8 @@ ABOVE_LIMITS_NAMES = {
 DESIGNS = {  # the allocation (and estimator) designs of SNACS tried in the harness (issue 13)
     "snacs": "per-layer probe limits, one score quantile (relaxed above the limits)",
     "snacs-global": "global ranking of layer-mean-normalised ACMI, no limits",
+    "snacs-select": "both of the above, the one more accurate on the calibration images after "
+                    "BN re-estimation",
     "snacs-nolimits": "one score quantile, limits lifted",
     "snacs-hash": "as `snacs`, hash CMI estimator",
     "snacs-hash-global": "as `snacs-global`, hash CMI estimator",

@@ -136,3 +136,82 @@ def test_cli_allocation_global(tmp_path):
     assert json.loads((out / "settings.json").read_text())["allocation"] == "global"
     slim = snacs.load(out / "model.pt")
     assert 1 - count_macs(slim, (3, 32, 32)) / res["macs_before"] >= 0.4
+
+
+def test_select_allocation_keeps_the_more_accurate_plan(net):
+    """calibration_accuracy is the pruned model's accuracy after BN re-estimation on the same
+    batches; select_allocation keeps the best, ties by cross-entropy then order."""
+    from unittest import mock
+
+    from snacs import allocation as A
+    from snacs.apply import apply_plan, recalibrate_bn
+    from snacs.data import synthetic
+    from snacs.evaluation import evaluate
+
+    model, topo, gids = net
+    data = synthetic("train", n_per_class=6, shape=SHAPE, seed=1)
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.as_tensor([data[i][1] for i in range(len(data))])
+    batches = [(x[:30], y[:30]), (x[30:], y[30:])]
+    imp = {g: np.arange(topo.groups[g].channels, dtype=float) + 1.0 for g in gids}
+    remove, _ = global_allocation(model, topo, imp, 0.3, "params")
+    plan = Plan(granularity="filter", mode="target", remove=remove)
+    got = A.calibration_accuracy(model, topo, plan, batches)
+    ref = apply_plan(model, topo, plan)
+    recalibrate_bn(ref, batches)
+
+    class _Set:  # the batches as a dataset, for snacs.evaluation.evaluate
+        def __len__(self):
+            return len(y)
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    want = evaluate(ref, _Set())
+    assert got["accuracy"] == pytest.approx(want["accuracy"])
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    assert got["samples"] == len(y)
+    # the choice follows the proxy: best accuracy, then lower loss, then the first
+    fake = {"a": {"accuracy": 50.0, "loss": 1.0}, "b": {"accuracy": 60.0, "loss": 2.0},
+            "c": {"accuracy": 60.0, "loss": 1.5}, "d": {"accuracy": 60.0, "loss": 1.5}}
+    with mock.patch.object(A, "calibration_accuracy", side_effect=lambda m, t, p, b: fake[p]):
+        name, trials = A.select_allocation(model, topo, {k: k for k in fake}, batches)
+    assert name == "c" and trials == fake
+    with pytest.raises(TargetError, match="no allocation"):
+        A.select_allocation(model, topo, {}, batches)
+
+
+def test_snacs_select_end_to_end(tmp_path):
+    from snacs.data import synthetic
+    from snacs.report import write_report
+
+    torch.manual_seed(0)
+    model = snacs.create_model("simplecnn").eval()
+    data = synthetic("train", n_per_class=8, shape=SHAPE, seed=0)
+    kw = dict(target=0.4, target_metric="macs", samples_per_class=8, estimator="gaussian",
+              groups=8, relax_limits=True)
+    p = snacs.SNACS(allocation="select", **kw).fit(model, data)
+    assert p.allocation_ in ("limits", "global")
+    trials = p.allocation_trials_
+    assert set(trials) == {"limits", "global"}
+    other = "global" if p.allocation_ == "limits" else "limits"
+    assert (trials[p.allocation_]["accuracy"], -trials[p.allocation_]["loss"]) >= \
+        (trials[other]["accuracy"], -trials[other]["loss"])
+    # the kept plan is the one that allocation alone makes
+    alone = snacs.SNACS(allocation=p.allocation_, **kw).fit(model, data)
+    assert p.plan_.remove == alone.plan_.remove
+    pruned = p.apply(model)
+    assert 1 - count_macs(pruned, SHAPE) / count_macs(model, SHAPE) >= 0.4
+    _, res = snacs.prune(model, data, allocation="select", measure_latency=False, **kw)
+    assert res.allocation_used == p.allocation_ and res.allocation_trials == trials
+    md = write_report(tmp_path, res).read_text()
+    assert f"Allocation across layers: **{p.allocation_}**, chosen by `allocation=select`" in md
+    # a target the fixed limits cannot reach leaves the global plan alone
+    q = snacs.SNACS(allocation="select", target=0.6, target_metric="params", limits=0.3,
+                    samples_per_class=8, estimator="gaussian", groups=8).fit(model, data)
+    assert q.allocation_ == "global" and "unreachable" in q.allocation_trials_["limits"]
+    assert q.plan_.predicted["weights_removed"] >= 0.6
+    with pytest.raises(ConfigError, match="mode='target'"):
+        snacs.SNACS(allocation="select").validate()
+    with pytest.raises(ConfigError, match="latency"):
+        snacs.SNACS(allocation="select", target=0.3, target_metric="latency").validate()

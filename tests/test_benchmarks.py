@@ -88,6 +88,32 @@ def test_snacs_and_mint_selections(tiny):
     assert pred["weights_removed"] >= 0.5
 
 
+def test_snacs_select_cell_is_the_librarys_choice(tiny):
+    """"snacs-select" keeps the "snacs" or the "snacs-global" plan, as the library's
+    SNACS(allocation="select") fitted at that target does, and records both proxies."""
+    from snacs import SNACS
+
+    model, topo, data = tiny
+    params = {"samples_per_class": 12, "estimator": "gaussian", "groups": 8}
+    state = B.score_method("snacs-select", model, topo, data, seed=0, snacs_params=params)
+    for metric, target in (("params", 0.5), ("macs", 0.4)):
+        remove, pred = B.select_from_state("snacs-select", state, model, topo, target=target,
+                                           metric=metric, data=data)
+        name = "limits" if pred["allocation_limits"] == 1.0 else "global"
+        same = "snacs" if name == "limits" else "snacs-global"
+        assert remove == B.select_from_state(same, state, model, topo, target=target,
+                                             metric=metric)[0]
+        other = "global" if name == "limits" else "limits"
+        assert pred[f"proxy_accuracy_{name}"] >= pred[f"proxy_accuracy_{other}"]
+        fresh = SNACS(mode="target", target=target, target_metric=metric, allocation="select",
+                      relax_limits=True, seed=0, granularity="filter", **params).fit(model, data)
+        assert fresh.allocation_ == name
+        assert {int(k): list(v) for k, v in fresh.plan_.remove.items()} == remove
+        assert fresh.allocation_trials_[name]["accuracy"] == pred[f"proxy_accuracy_{name}"]
+    with pytest.raises(ValueError, match="calibration images"):
+        B.select_from_state("snacs-select", state, model, topo, target=0.5)
+
+
 def test_random_is_seeded(tiny):
     _, topo, _ = tiny
     a, b, c = (B.random_importance(topo, s) for s in (0, 0, 1))

@@ -24,7 +24,8 @@ from torch import nn
 from snacs.errors import TargetError
 from snacs.pairs import Topology
 
-__all__ = ["global_allocation", "budget_key", "predicted_counts", "BUDGET_METRICS"]
+__all__ = ["global_allocation", "budget_key", "predicted_counts", "calibration_accuracy",
+           "select_allocation", "BUDGET_METRICS"]
 
 
 BUDGET_METRICS = ("params", "macs", "latency")
@@ -177,3 +178,48 @@ def plan_global(
     remove, pred = global_allocation(model, topology, importance, target, metric, units=units,
                                      protected=protected, caps=caps, latency_table=latency_table)
     return Plan(granularity="filter", mode="target", remove=remove, predicted=pred)
+
+
+def calibration_accuracy(model: nn.Module, topology: Topology, plan, batches) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy on the calibration `batches` of `model` pruned
+    by `plan`, its BatchNorm statistics first re-estimated on the same batches (the state
+    ``SNACS.apply`` hands back). `model` is not modified."""
+    import torch
+
+    from snacs.apply import apply_plan, recalibrate_bn
+
+    pruned = apply_plan(model, topology, plan)
+    recalibrate_bn(pruned, batches)
+    pruned.eval()
+    correct, total, loss = 0, 0, 0.0
+    with torch.inference_mode():
+        for x, y in batches:
+            out = pruned(x)
+            y = torch.as_tensor(y).reshape(-1)
+            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            total += int(y.numel())
+    if total == 0:
+        raise TargetError("no calibration images to compare the allocations on")
+    return {"accuracy": 100.0 * correct / total, "loss": loss / total, "samples": total}
+
+
+def select_allocation(model: nn.Module, topology: Topology, candidates: Mapping[str, object],
+                      batches) -> tuple[str, dict[str, dict[str, float]]]:
+    """The candidate plan (name -> filter plan, all meeting one target) whose pruned model,
+    BatchNorm re-estimated on the calibration images, is the most accurate on them; ties go to
+    the lower cross-entropy, then to the first candidate. Returns (name, every candidate's
+    :func:`calibration_accuracy`).
+
+    The proxy is the accuracy the pruned model has before any fine-tuning, a cheap stand-in for
+    the accuracy after it; how often it picks the plan that is better after the fine-tune is
+    measured by the harness method ``snacs-select`` against ``snacs`` and ``snacs-global``
+    (BENCHMARKS.md, "SNACS designs side by side").
+    """
+    if not candidates:
+        raise TargetError("no allocation to choose from")
+    trials = {name: calibration_accuracy(model, topology, plan, batches)
+              for name, plan in candidates.items()}
+    names = list(trials)
+    best = max(names, key=lambda n: (trials[n]["accuracy"], -trials[n]["loss"], -names.index(n)))
+    return best, trials

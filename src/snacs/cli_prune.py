@@ -97,12 +97,14 @@ def add_commands(sub) -> None:
     g.add_argument("--relax-limits", action="store_true",
                    help="with --target above what the limits allow: raise --limit-fraction just "
                         "enough instead of stopping with an error")
-    g.add_argument("--allocation", choices=["auto", "limits", "global"], default="auto",
+    g.add_argument("--allocation", choices=["auto", "limits", "global", "select"], default="auto",
                    help="how a --target is spread across layers: limits (each layer within its "
                         "probe limit, one score quantile for all), global (layer-normalised ACMI "
                         "ranked across all layers, the lowest removed until the target is met; "
-                        "filter granularity), or auto: limits for a parameter target, global for a "
-                        "MAC or latency target (default: %(default)s)")
+                        "filter granularity), select (both, keeping the one more accurate on the "
+                        "calibration images after BatchNorm re-estimation; parameter or MAC "
+                        "target), or auto: limits for a parameter target, global for a MAC or "
+                        "latency target (default: %(default)s)")
     g.add_argument("--grid-step", type=int, default=5,
                    help="step of the probe's pruning-rate grid, percent (default: %(default)s)")
     g.add_argument("--probe", choices=["svm", "linear", "ncm"], default="svm",

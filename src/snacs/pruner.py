@@ -23,7 +23,7 @@ from torch import nn
 from snacs.errors import ConfigError, DataError
 from snacs.plan import GRANULARITIES, MODES
 
-ALLOCATIONS = ("auto", "limits", "global")
+ALLOCATIONS = ("auto", "limits", "global", "select")
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class SNACS:
             "ul" with "global", the budget is what the limit-based plan removes (in
             `target_metric`) and only where it is taken from changes. In mode "target" the
             global allocation does not use the probe limits, so they are not computed.
+            "select" (mode "target", parameter or MAC target): both plans are made and the one
+            whose pruned model, BatchNorm re-estimated on the calibration images, is more
+            accurate on them is kept (`allocation_` names it, `allocation_trials_` holds both
+            accuracies); it costs the probe limits and two passes over the calibration images
+            per plan.
         grid_step: step of the rate grid, in percent.
         probe: the limits' classifier: "svm", "linear" or "ncm".
         sensitivity: "auto" (outliers above mean + k·std), "fraction", or "none".
@@ -241,7 +246,11 @@ class SNACS:
                 f"relax_limits raises the probe's limit fraction, but limits={self.limits!r}; "
                 "use limits='probe' (the default) or drop --relax-limits")
         if self.allocation not in ALLOCATIONS:
-            raise ConfigError(f"unknown allocation {self.allocation!r}; choose auto, limits or global")
+            raise ConfigError(f"unknown allocation {self.allocation!r}; choose auto, limits, "
+                              "global or select")
+        if self.allocation == "select" and (self.granularity != "filter" or self.mode != "target"):
+            raise ConfigError("allocation='select' chooses between two plans of one target: use "
+                              "mode='target' with granularity='filter' (or allocation='limits')")
         if self.target_metric == "latency":
             self._validate_latency()
         if self.allocation == "global":
@@ -271,9 +280,10 @@ class SNACS:
         if self.granularity != "filter":
             raise ConfigError("a latency target removes whole filters; use granularity='filter' "
                               "(masked connections do not make the model faster)")
-        if self.allocation == "limits":
-            raise ConfigError("target_metric='latency' is spread by the global allocation; use "
-                              "allocation='auto' (the default) or 'global'")
+        if self.allocation in ("limits", "select"):
+            raise ConfigError("target_metric='latency' is spread by the global allocation (the "
+                              "limit-based plan has no latency pricing); use allocation='auto' "
+                              "(the default) or 'global'")
         for name in ("latency_batch_size", "latency_rounds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -385,6 +395,7 @@ class SNACS:
         log.info("%s: %.1f s", "scores", timings["scores"])
 
         self.allocation_ = self.resolved_allocation()
+        self.allocation_trials_ = None  # allocation="select": each candidate's calibration accuracy
         t = time.perf_counter()
         c = time.process_time()
         if self.allocation_ == "global" and self.mode == "target":
@@ -418,7 +429,7 @@ class SNACS:
         c = time.process_time()
         self.limit_fraction_ = self.limit_fraction if self.limits_ and self.limits == "probe" else None
         if (self.mode == "target" and self.relax_limits and self.limit_curves_
-                and self.allocation_ == "limits"):
+                and self.allocation_ in ("limits", "select")):
             from snacs.plan import relax_limits
 
             self.limit_fraction_, self.limits_ = relax_limits(
@@ -430,6 +441,8 @@ class SNACS:
             self.plan_ = self._latency_plan(model)
         elif self.allocation_ == "global":
             self.plan_ = self._global_plan(model)
+        elif self.allocation_ == "select":
+            self.plan_ = self._select_plan(model)
         else:
             self.plan_ = make_plan(model, self.topology_, self.scores_, self.limits_,
                                    self.sensitivity_, granularity=self.granularity,
@@ -560,6 +573,37 @@ class SNACS:
         plan.limits = dict(self.limits_)
         return plan
 
+    def _select_plan(self, model: nn.Module):
+        """allocation='select': the limit-based and the global plan of the target, the one whose
+        pruned model (BatchNorm re-estimated on the calibration images) is more accurate on
+        them. A target above the limits (without relax_limits) leaves the global plan alone."""
+        from snacs.allocation import select_allocation
+        from snacs.distributed import from_rank0
+        from snacs.errors import TargetError
+        from snacs.plan import make_plan
+
+        cands, why = {}, None
+        try:
+            cands["limits"] = make_plan(model, self.topology_, self.scores_, self.limits_,
+                                        self.sensitivity_, granularity="filter", mode="target",
+                                        target=self.target, target_metric=self.target_metric,
+                                        groups=self.groups)
+        except TargetError as e:
+            why = str(e)
+        cands["global"] = self._global_plan(model)
+        batches = self._calibration_batches
+        # compared on rank 0 and shared, so every rank of a torchrun keeps the same plan
+        name, trials = from_rank0(lambda: select_allocation(model, self.topology_, cands, batches))
+        self.allocation_, self.allocation_trials_ = name, trials
+        if why is not None:
+            self.allocation_trials_["limits"] = {"unreachable": why}
+        if name != "limits":
+            self.limit_fraction_ = None  # the limits did not decide the plan
+        log.info("allocation: %s (%s)", name, ", ".join(
+            f"{k} {v['accuracy']:.2f} %" if "accuracy" in v else f"{k} unreachable"
+            for k, v in self.allocation_trials_.items()))
+        return cands[name]
+
     def _calibration_size(self, data, batches) -> tuple[int, int | None]:
         """(N, number of classes) of the calibration set, without loading a lazy dataset."""
         if getattr(self, "calibration_indices_", None) is not None:
@@ -611,6 +655,7 @@ class PruneResult:
     plan_checksum: str = ""
     limit_fraction_used: float | None = None
     allocation_used: str | None = None
+    allocation_trials: dict | None = None
     latency_target: dict | None = None
     finetune: dict | None = None
     base_check: dict | None = None
@@ -736,6 +781,7 @@ def prune(
         plan_checksum=pruner.plan_.checksum(),
         limit_fraction_used=pruner.limit_fraction_,
         allocation_used=pruner.allocation_, latency_target=pruner.latency_,
+        allocation_trials=getattr(pruner, "allocation_trials_", None),
         base_check=base,
     )
     if hasattr(data, "mean") and hasattr(data, "classes"):

@@ -141,7 +141,19 @@ def write_report(out: Path, result, scores: dict[str, np.ndarray] | None = None,
             f"**{result.limit_fraction_used:.3f}** (τ = max − f·(max − min) of each probe curve), "
             "the smallest that reaches it.", ""]
     alloc = getattr(result, "allocation_used", None)
-    if alloc:
+    trials = getattr(result, "allocation_trials", None)
+    if alloc and trials:
+        def trial(name, t):
+            if "accuracy" not in t:
+                return f"{name}: out of reach ({t.get('unreachable', '')})"
+            return f"{name}: {t['accuracy']:.2f} % (cross-entropy {t['loss']:.3f})"
+
+        lines += [f"Allocation across layers: **{alloc}**, chosen by `allocation="
+                  f"{result.settings.get('allocation')}` as the plan whose pruned model "
+                  "(BatchNorm re-estimated on the calibration images) is the most accurate on "
+                  "them, before any fine-tune: " + "; ".join(trial(k, v) for k, v in trials.items())
+                  + ".", ""]
+    elif alloc:
         lines += [f"Allocation across layers: **{alloc}**"
                   + (" (chosen by `allocation=auto`)" if result.settings.get("allocation") == "auto" else "")
                   + ("; the global ranking does not read the probe limits, so none were computed "

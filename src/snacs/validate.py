@@ -157,7 +157,9 @@ def preflight(pruner, model: nn.Module, input_shape: tuple[int, ...], n_samples:
     topology = find_topology(model, input_shape)
     if pruner.cache_dir is not None:
         check_disk_space(pruner.cache_dir, estimate_run_bytes(n_samples, topology, model))
-    if pruner.mode == "target" and pruner.limits != "probe":
+    # only the limit-based plan is bound by a fixed cap ("global" ignores it, "select" falls
+    # back on the global plan)
+    if pruner.mode == "target" and pruner.limits != "probe" and pruner.resolved_allocation() == "limits":
         from snacs.sensitivity import sensitivity
 
         cap = 0.99 if pruner.limits == "none" else float(pruner.limits)
