@@ -380,7 +380,7 @@ def plot_suite(res: dict, metric: str, path: Path) -> bool:
     xlabel = "conv+linear weights removed (%)" if metric == "params" else "MACs removed (%)"
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharex=True)
     markers = dict(zip(METHOD_ORDER, "oPX*sD^vhp<>dH"[:len(METHOD_ORDER)], strict=True))
-    colors = dict(zip(METHOD_ORDER, ["C3", "C6", "#8c2d04", "#54278f", "C5", "C3", "C1", "C0",
+    colors = dict(zip(METHOD_ORDER, ["C3", "C6", "#d4a017", "#8c2d04", "#54278f", "C5", "C3", "C1", "C0",
                                      "C7", "C2", "C4", "C8", "C9"], strict=True))
     for ax, ykey, title in ((axes[0], "accuracy_finetuned", "after the short fine-tune"),
                             (axes[1], "accuracy_pruned", "pruned, before fine-tuning")):

@@ -212,7 +212,7 @@ def test_allocation_auto_follows_the_target_metric(model, data):
     (dict(target=0.5, target_metric="latency", latency_threads=0), "latency_threads"),
     (dict(target=0.5, target_metric="latency", latency_table=3), "latency_table must be"),
     (dict(target=0.5, target_metric="time"), "'params', 'macs' or 'latency'"),
-    (dict(target=0.5, allocation="best"), "auto, limits or global"),
+    (dict(target=0.5, allocation="best"), "auto, limits, global or select"),
 ])
 def test_latency_options_are_checked(kw, msg):
     with pytest.raises(ConfigError, match=msg):
