@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def write_json(name: str, result: dict[str, Any]) -> Path:
     """Write `result` to benchmarks/results/<name>.json via a temporary file and a rename."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    from snacs.io import atomic_write_text
+
     path = RESULTS / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=False) + "\n")
     return path
 
 

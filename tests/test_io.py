@@ -212,3 +212,26 @@ def test_newer_format_and_foreign_files_are_refused(tmp_path):
     torch.save({"weight": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(snacs.CheckpointError, match="not a snacs model file"):
         snacs.load(tmp_path / "plain.pt")
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    """The temporary file of an atomic write is private (mkstemp); the written file is not: it
+    gets 0666 less the umask, as open() would give it, or keeps the mode of the file replaced."""
+    import os
+    import stat
+
+    from snacs.io import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "new.json", {"a": 1})
+        assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o644
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o600)
+        atomic_write_json(kept, {"a": 2})
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert kept.read_text().strip().endswith("}")
+    finally:
+        os.umask(old)
+    assert not list(tmp_path.glob(".*.tmp"))
