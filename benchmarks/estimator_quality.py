@@ -192,8 +192,9 @@ def nonmonotone_layer(seed: int, n: int, n_groups: int, per_group: int, n_child:
     return p, c, make_groups(n_groups * per_group, n_groups), truth
 
 
-def suite_rows(quick: bool) -> list[dict[str, Any]]:
-    """Every estimator (but the quadratic knn and gmi) on the extra suites."""
+def suite_rows(quick: bool, only: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Every estimator (but the quadratic knn and gmi; with `only`, those labels) on the extra
+    suites."""
     rows = []
     seeds = [0] if quick else [0, 1, 2]
     for suite, cfg in SUITES.items():
@@ -209,7 +210,7 @@ def suite_rows(quick: bool) -> list[dict[str, Any]]:
                                                          cfg["n_child"], cfg["model"])
                 cgroups = make_groups(cfg["n_child"], cfg["n_child"])
             for label, (est, opts) in VARIANTS.items():
-                if label.startswith(("knn", "gmi")):
+                if label.startswith(("knn", "gmi")) or (only and label not in only):
                     continue
                 t0 = time.perf_counter()
                 m = cmi_matrix(p, c, pgroups, cgroups, estimator=est, seed=seed, **opts)
@@ -277,7 +278,17 @@ def bias_table(ns: list[int], seeds: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, only: tuple[str, ...] | None = None,
+        previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole benchmark; with `only` (variant labels) and the `previous` result, only those
+    variants are measured again and every other variant's rows are kept from `previous`."""
+    if only:
+        bad = [v for v in only if v not in VARIANTS]
+        if bad:
+            raise SystemExit(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
+        if previous is None or previous.get("quick") != quick:
+            raise SystemExit("--variants reruns part of a recorded result: run the whole "
+                             "benchmark first (with the same --quick)")
     torch.set_num_threads(1)
     layouts = [(8, 8), (64, 8)]
     child_sizes = [1, 4]
@@ -302,6 +313,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         for label, (est, opts) in VARIANTS.items():
             if not _runs_variant(label, (gp, per), child_size, n, seed, model, quick):
                 continue
+            if only and label not in only:
+                continue
             t0 = time.perf_counter()
             m = cmi_matrix(p, c, pgroups, cgroups, estimator=est, seed=seed, **opts)
             dt = time.perf_counter() - t0
@@ -312,6 +325,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                          "true_cmi_range": [float(truth.min()), float(truth.max())]})
             log.info("%-16s %-8s %5s c%d N=%-5d s%d  rho=%+.3f top=%.2f  %.1fs", label, model, f"{gp}x{per}",
                      child_size, n, seed, rho, top, dt)
+    if only:
+        rows += [r for r in previous["rows"] if r["variant"] not in only]
     summary: dict[str, Any] = {}
     for label in VARIANTS:
         sel = [r for r in rows if r["variant"] == label]
@@ -325,7 +340,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             "cells": len(sel),
             "seconds": float(sum(r["seconds"] for r in sel)),
         }
-    extra = suite_rows(quick)
+    extra = suite_rows(quick, only)
+    if only:
+        extra += [r for r in previous["suites"]["rows"] if r["variant"] not in only]
     for label in VARIANTS:
         for suite in SUITES:
             sel = [r["spearman"] for r in extra if r["variant"] == label and r["suite"] == suite]
@@ -376,7 +393,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             "mean_spearman": float(np.mean([c["spearman"] for c in ceiling])) if ceiling else None,
             "rows": ceiling,
         },
-        "bias": bias_table([2000] if quick else [2000, 10000], [0, 1] if quick else [0, 1, 2]),
+        "bias": (previous["bias"] if only else
+                 bias_table([2000] if quick else [2000, 10000], [0, 1] if quick else [0, 1, 2])),
+        "rerun": ({"variants": list(only), "others_from": previous.get("created")} if only
+                  else None),
     }
 
 
@@ -395,7 +415,10 @@ def markdown(result: dict[str, Any]) -> str:
     out = [
         f"Mean within-child Spearman correlation between estimated and true CMI (linear-Gaussian "
         f"layers, {len(result['grid']['seeds'])} seed(s); target for the default: ≥ {result['target_spearman']}). "
-        f"Columns: parent groups × channels, child group size, N.",
+        f"Columns: parent groups × channels, child group size, N."
+        + (f" Measured again on {result['created'][:10]} after a change to them: "
+           f"{', '.join(result['rerun']['variants'])}; the other rows are from the run of "
+           f"{str(result['rerun']['others_from'])[:10]}." if result.get("rerun") else ""),
         "",
         "| estimator | " + " | ".join(f"{a} c{b} N={n}" for a, b, n in configs) + " | mean | top-k | monotone data | time (s) |",
         "|---|" + "---|" * (len(configs) + 4),
@@ -455,9 +478,21 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one seed, N = 2000 only (smoke test)")
+    ap.add_argument("--variants", default=None,
+                    help="comma list of variant labels (e.g. 'hash') to measure again after a "
+                         "change to them; the others are kept from the recorded result")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    result = run(quick=args.quick)
+    only = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    previous = None
+    if only:
+        import json
+
+        from benchmarks import RESULTS
+
+        path = RESULTS / f"{NAME}.json"
+        previous = json.loads(path.read_text()) if path.is_file() else None
+    result = run(quick=args.quick, only=only, previous=previous)
     path = write_json(NAME, result)
     print(markdown(result))
     print(f"wrote {path}")

@@ -32,11 +32,11 @@ from snacs.estimators import (
 
 
 def ref_hash_mi(u: np.ndarray, v: np.ndarray) -> float:
-    """1-D hash MI in bits: clip ±3.5, width 0.5, 4 grids shifted by 1/8, plug-in, averaged."""
+    """1-D hash MI in bits: clip ±2.5, width 1, 4 grids shifted by 1/4 bucket, plug-in, averaged."""
     n = len(u)
 
-    def fine(x: float) -> int:  # cell of width 0.125 over [-3.5, 3.5], 0..55
-        return min(55, math.floor((min(max(x, -3.5), 3.5) + 3.5) / 0.125))
+    def fine(x: float) -> int:  # cell of width 0.25 over [-2.5, 2.5], 0..19
+        return min(19, math.floor((min(max(x, -2.5), 2.5) + 2.5) / 0.25))
 
     vals = []
     for s in range(4):  # grid s: buckets of 4 fine cells, edges shifted by s cells
@@ -45,6 +45,12 @@ def ref_hash_mi(u: np.ndarray, v: np.ndarray) -> float:
         cu, cv, cuv = Counter(bu), Counter(bv), Counter(zip(bu, bv, strict=True))
         vals.append(sum(c / n * math.log2(c * n / (cu[a] * cv[b])) for (a, b), c in cuv.items()))
     return float(np.mean(vals))
+
+
+def test_grid_is_the_documented_one():
+    from snacs.estimators import hashcmi
+
+    assert (hashcmi.WIDTH, hashcmi.CLIP, hashcmi.SHIFTS) == (1.0, 2.5, 4)
 
 
 def _normal_scores_std(a: np.ndarray) -> np.ndarray:
@@ -183,13 +189,20 @@ def _linear_layer(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return p, c, truth
 
 
+def _within_compression(est: np.ndarray, truth: np.ndarray) -> bool:
+    """The stated accuracy of the hash CMI: at most 0.06 bits above the truth (plug-in bias,
+    about +0.01 bits per pair at N = 20000) and at least 65 % of it less 0.03 bits: five buckets
+    a side cap a pair's MI near log2(5) bits, so large values are compressed (about 0.75x at
+    1-2 bits per cell); the ranking, what the pruner reads, is kept."""
+    return bool(((est <= truth + 0.06) & (est >= 0.65 * truth - 0.03)).all())
+
+
 def test_hash_linear_gaussian_closed_form() -> None:
-    """Stated tolerance: |error| ≤ 0.06 bits + 8 % of the truth at N = 20000 (the plug-in bias is
-    about +0.01 bits per pair; coarse buckets lose a few % at high MI)."""
     p, c, truth = _linear_layer(20000, 0)
     est = cmi_matrix(p, c, 4, 2, estimator="hash")
-    err = np.abs(est - truth)
-    assert (err <= 0.06 + 0.08 * truth).all(), (est, truth)
+    assert _within_compression(est, truth), (est, truth)
+    for j in range(truth.shape[0]):  # the order within each child group is the true one
+        assert list(np.argsort(est[j])) == list(np.argsort(truth[j]))
     assert truth.max() > 1.0  # two pairs per cell carry real information
 
 
@@ -205,14 +218,17 @@ def _independent_one_channel(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, 
 def test_independent_parents_keep_their_cmi(estimator: str) -> None:
     """16 independent one-channel parent groups: the Ledoit-Wolf intensity is 1, and before the
     fix it shrank the cross terms as well, so every cell came out 0 (truth: 0.01 to 0.8 bits).
-    Tolerance 0.05 bits (0.07 for hash: coarse buckets) at N = 20000; ranking at N = 2000."""
+    Tolerance 0.05 bits at N = 20000 (hash: `_within_compression`); ranking at N = 2000."""
     from sklearn.covariance import ledoit_wolf_shrinkage as lw
 
     p, c, truth = _independent_one_channel(20000)
     ps = (p - p.mean(0)) / p.std(0)
     assert lw(ps, assume_centered=True) > 0.9  # the regime of the bug
     est = cmi_matrix(p, c, 16, 1, estimator=estimator)[0]
-    np.testing.assert_allclose(est, truth, rtol=0, atol=0.07 if estimator == "hash" else 0.05)
+    if estimator == "hash":
+        assert _within_compression(est, truth), (est, truth)
+    else:
+        np.testing.assert_allclose(est, truth, rtol=0, atol=0.05)
     if estimator != "hash":
         # one cell through the x, y, z interface: Y = the strongest parent, Z = the other 15
         one = gaussian_cmi(c, p[:, 15], p[:, :15], copula=estimator == "gaussian_copula")
