@@ -603,10 +603,11 @@ class Harness:
                      lat["bs1"]["base"], lat["bs1"]["pruned"], lat["bs64"]["base"],
                      lat["bs64"]["pruned"], rec["latency_loadavg"])
 
-    def forget(self, methods, seeds) -> None:
-        """Drop the finished cells and cached scoring state of `methods` for `seeds`."""
+    def forget(self, methods, seeds, ids=None) -> None:
+        """Drop the finished cells and cached scoring state of `methods` for `seeds` (only the
+        cells named in `ids`, when given: a --redo of some budgets keeps the others)."""
         drop = [k for k, c in self.result["cells"].items()
-                if c["method"] in methods and c["seed"] in seeds]
+                if c["method"] in methods and c["seed"] in seeds and (ids is None or k in ids)]
         for k in drop:
             del self.result["cells"][k]
         for m in methods:
@@ -706,8 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--remeasure-latency", action="store_true",
                     help="only time the finished cells again (for a quieter machine)")
     ap.add_argument("--redo", action="store_true",
-                    help="drop the finished cells of the selected methods and their cached fits "
-                         "first (e.g. after a library change), then run them again")
+                    help="drop the finished cells of the selected methods, metrics, budgets and "
+                         "seeds and those methods' cached fits first (e.g. after a library "
+                         "change), then run them again")
     ap.add_argument("--retry-unreachable", action="store_true",
                     help="run again the cells of the selected methods recorded as unreachable "
                          "(e.g. after SNACS learnt to relax its limits for a target)")
@@ -737,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         h.remeasure_latency()
         return 0
     if args.redo:
-        h.forget(methods, {int(x) for x in args.seeds.split(",")})
+        h.forget(methods, {int(x) for x in args.seeds.split(",")}, ids={c["id"] for c in cells})
     if args.retry_unreachable:
         h.retry_unreachable(methods)
     h.run(cells, max_cells=args.max_cells)

@@ -605,3 +605,25 @@ def test_dry_run_lists_cells_of_another_base_as_stale(tiny, tmp_path):
     rows = C.cell_status(bare, cells, res, bases)
     assert rows[0][0].startswith("# tinyb has no committed base") and rows[0][1] == ""
     assert [r[0] for r in rows[1:]] == ["done", "done", "stale", "todo"]
+
+
+def test_redo_drops_only_the_selected_cells(tiny, tmp_path):
+    """--redo of some budgets keeps the method's other cells (a redo of the latency cell must
+    not drop the parameter cells just rerun)."""
+    from benchmarks import compare as C
+
+    from snacs.data import synthetic
+
+    model, _, data = tiny
+    test = synthetic("test", n_per_class=5, shape=SHAPE, seed=0)
+    h = C.Harness(C.Suite("tinyredo", "simplecnn", 1.0, "synthetic"), results_dir=tmp_path / "res",
+                  runs=tmp_path / "runs", data=(data, test, model))
+    ids = ["l1__params50__seed0", "l1__latency50__seed0", "random__params50__seed0",
+           "l1__params50__seed1"]
+    for cid in ids:
+        m, b, s = cid.split("__")
+        h.result["cells"][cid] = {"method": m, "seed": int(s[-1]), "status": "ok"}
+    h.forget(("l1",), {0}, ids={"l1__latency50__seed0"})
+    assert sorted(h.result["cells"]) == sorted(set(ids) - {"l1__latency50__seed0"})
+    h.forget(("l1",), {0, 1})  # no ids: every cell of the method and seeds
+    assert sorted(h.result["cells"]) == ["random__params50__seed0"]
