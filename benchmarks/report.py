@@ -691,7 +691,8 @@ def _designs_section(res: dict, suite: str) -> list[str]:
     return [f"#### {suite}: SNACS designs side by side", "",
             "Test accuracy (%) after the shared fine-tune, mean over the seeds finished; the same "
             "cells as the tables above. Designs measured outside the harness are in the issue "
-            "notes, not here.", ""] + _table(header, rows) + [""] + _estimator_line(cols)
+            "notes, not here.", ""] + _table(header, rows) + [""] + _estimator_line(cols) \
+        + _select_line(cols)
 
 
 def _estimator_line(cols) -> list[str]:
@@ -714,6 +715,34 @@ def _estimator_line(cols) -> list[str]:
                                      f"{k} not comparable yet (priced by different latency "
                                      "tables)" for k, d in diffs)
             + f"; hash at least as accurate in {sum(d >= 0 for d in done)} of {len(done)}.", ""]
+
+
+def _select_line(cols) -> list[str]:
+    """How often `snacs-select`'s proxy (accuracy on the calibration images after BN
+    re-estimation, before any fine-tune) kept the allocation that is better after the fine-tune,
+    seed by seed, from the snacs / snacs-global / snacs-select cells of the same budget."""
+    hits, misses = 0, []
+    for metric, b, g in cols:
+        by_seed = {m: {c["seed"]: c for c in _ok(g.get((m, b), []))}
+                   for m in ("snacs", "snacs-global", "snacs-select")}
+        for seed, sel in sorted(by_seed["snacs-select"].items()):
+            lim, glo = by_seed["snacs"].get(seed), by_seed["snacs-global"].get(seed)
+            chose = (sel.get("predicted") or {}).get("allocation_limits")
+            if lim is None or glo is None or chose is None:
+                continue
+            kept, other = (lim, glo) if chose == 1.0 else (glo, lim)
+            loss = other["accuracy_finetuned"] - kept["accuracy_finetuned"]
+            if loss > 0:
+                misses.append(f"{b:.0%} {BUDGET_UNIT[metric]} (kept {'limits' if chose == 1.0 else 'global'}, "
+                              f"{loss:.2f} points below the other)")
+            else:
+                hits += 1
+    n = hits + len(misses)
+    if not n:
+        return []
+    return [f"Allocation chosen on the calibration images (`snacs-select`): the one better after "
+            f"the fine-tune in {hits} of {n} budget(s)"
+            + (f"; missed at {', '.join(misses)}" if misses else "") + ".", ""]
 
 
 def _latency_budget_section(res: dict, suite: str) -> list[str]:

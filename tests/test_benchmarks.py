@@ -627,3 +627,22 @@ def test_redo_drops_only_the_selected_cells(tiny, tmp_path):
     assert sorted(h.result["cells"]) == sorted(set(ids) - {"l1__latency50__seed0"})
     h.forget(("l1",), {0, 1})  # no ids: every cell of the method and seeds
     assert sorted(h.result["cells"]) == ["random__params50__seed0"]
+
+
+def test_select_line_counts_the_proxys_choices():
+    from benchmarks import report
+
+    def cell(method, ft, chose=None, seed=0):
+        c = {"method": method, "seed": seed, "status": "ok", "accuracy_finetuned": ft}
+        if chose is not None:
+            c["predicted"] = {"allocation_limits": chose}
+        return c
+
+    g = {("snacs", 0.5): [cell("snacs", 80.0)], ("snacs-global", 0.5): [cell("snacs-global", 82.0)],
+         ("snacs-select", 0.5): [cell("snacs-select", 80.0, chose=1.0)],
+         ("snacs", 0.7): [cell("snacs", 70.0)], ("snacs-global", 0.7): [cell("snacs-global", 60.0)],
+         ("snacs-select", 0.7): [cell("snacs-select", 70.0, chose=1.0)]}
+    line = report._select_line([("macs", 0.5, g), ("macs", 0.7, g)])[0]
+    assert "in 1 of 2 budget(s)" in line
+    assert "missed at 50% MACs (kept limits, 2.00 points below the other)" in line
+    assert report._select_line([("macs", 0.5, {("snacs", 0.5): [cell("snacs", 1.0)]})]) == []
