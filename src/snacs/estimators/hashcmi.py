@@ -22,8 +22,9 @@ driven by |parent|) is seen where a Gaussian estimator is blind:
 The grid is coarser than the issue's first design (width 0.5 over ±3.5, 14 buckets a side): the
 plug-in estimate's sampling spread grows with the number of cells, (B − 1)² degrees of freedom,
 and most of the cells a pruner must rank carry a few hundredths of a bit or less. Measured with
-``python -m benchmarks.estimator_quality`` (held-out seeds 3–7 agree): the one-channel |u| suite
-0.867 → 0.914, the linear suites 0.971 → 0.975, the ranking bar unchanged at 0.99.
+``python -m benchmarks.estimator_quality``: the one-channel |u| suite 0.867 → 0.914, the linear
+suites 0.971 → 0.975, the ranking bar unchanged at 0.99. The price: a pair's MI is capped near
+log2(5) bits, so large values are compressed (about 0.75x at 1–2 bits); the order is kept.
 
 Batched: per child group, one `bincount` over (pair, fine code of u, fine code of v) with a
 fine grid of width 1/4 for the pairs of every parent group; 2-D prefix sums of the fine
