@@ -126,3 +126,18 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
     code = main(["prune", "--config", str(bad), "--dataset", "synthetic", "--out",
                  str(tmp_path / "o")])
     assert code == 2 and "granulrity" in capsys.readouterr().err
+
+
+def test_config_selects_the_hash_estimator(tmp_path, capsys):
+    """`estimator: hash` in a config's prune section reaches the pruner (issue 14: the hash CMI
+    is in the CLI and the configs)."""
+    cfg = tmp_path / "hash.yaml"
+    cfg.write_text("model: simplecnn\ndataset: synthetic\nprune:\n  estimator: hash\n"
+                   "  granularity: filter\n  mode: ul\n")
+    assert load_config_file(str(cfg))["estimator"] == "hash"
+    fast = [a for a in FAST if a not in ("--estimator", "gaussian")]
+    out = tmp_path / "run"
+    code = main(["prune", "--config", str(cfg), *fast, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads((out / "result.json").read_text())
+    assert res["settings"]["estimator"] == "hash"
