@@ -262,8 +262,11 @@ def verdicts(res: dict, metric: str = "params") -> list[dict]:
                 lifted >= base[m] for m in ("l1", "random") if m in base)),
             "l1": base.get("l1"), "random": base.get("random"), "best": best[0],
             "best_acc": best[1], "baselines": base,
-            "beats_l1_random": (snacs is not None and not partial and all(
-                snacs >= base[m] for m in ("l1", "random") if m in base)),
+            # judged only against cells that exist: without L1 and random there is no verdict
+            "beats_l1_random": (snacs is not None and not partial
+                                and all(m in base for m in ("l1", "random")) and all(
+                                    snacs >= base[m] for m in ("l1", "random"))),
+            "no_baselines": not base,
             "beats_all": snacs is not None and bool(base) and snacs >= best[1],
             "behind": sorted([m for m, v in base.items() if snacs is None or v > snacs],
                              key=lambda m: -base[m]),
@@ -311,6 +314,9 @@ def _verdict_lines(res: dict, metric: str) -> list[str]:
             parts.append(f"best baseline {METHOD_NAMES[v['best']]} {v['best_acc']:.2f} %")
         if v["partial"]:
             status = ("**misses the target** (no result on every seed)")
+        elif v["l1"] is None or v["random"] is None:
+            status = ("no verdict yet: " + ("no baseline cell at this budget" if v["no_baselines"]
+                                            else "L1-norm or random not run at this budget"))
         else:
             status = ("meets the target (≥ L1-norm and ≥ random)" if v["beats_l1_random"]
                       else "**misses the target** (below L1-norm or random)")
@@ -889,7 +895,8 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                          _fraction(v["snacs_cells"]), _num(v["snacs_nolimits"]),
                          f"{METHOD_NAMES[v['best']]} {v['best_acc']:.2f}" if v["best"] else "–",
                          _num(v["l1"]), _num(v["random"]),
-                         "yes" if v["beats_l1_random"] else "**no**"])
+                         "–" if v["l1"] is None or v["random"] is None
+                         else "yes" if v["beats_l1_random"] else "**no**"])
         ul = _ok([c for c in _cells(res) if c["method"] == "snacs-ul"])
         if ul:
             rows.append([res.get("suite", p.stem),

@@ -646,3 +646,20 @@ def test_select_line_counts_the_proxys_choices():
     assert "in 1 of 2 budget(s)" in line
     assert "missed at 50% MACs (kept limits, 2.00 points below the other)" in line
     assert report._select_line([("macs", 0.5, {("snacs", 0.5): [cell("snacs", 1.0)]})]) == []
+
+
+def test_verdict_needs_the_baseline_cells():
+    """No L1 / random cell at a budget: no verdict, not "meets the target"."""
+    from benchmarks import report
+
+    cell = {"method": "snacs", "metric": "params", "budget": 0.5, "seed": 0, "status": "ok",
+            "accuracy_finetuned": 90.0}
+    res = {"cells": {"a": cell}}
+    v = report.verdicts(res)[0]
+    assert not v["beats_l1_random"] and v["no_baselines"]
+    line = report._verdict_lines(res, "params")[0]
+    assert "no verdict yet: no baseline cell" in line and "meets the target" not in line
+    res["cells"]["b"] = {**cell, "method": "l1", "accuracy_finetuned": 80.0}
+    assert "L1-norm or random not run" in report._verdict_lines(res, "params")[0]
+    res["cells"]["c"] = {**cell, "method": "random", "accuracy_finetuned": 70.0}
+    assert "meets the target" in report._verdict_lines(res, "params")[0]
