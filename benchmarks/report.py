@@ -320,7 +320,9 @@ def _verdict_lines(res: dict, metric: str) -> list[str]:
         else:
             status = ("meets the target (≥ L1-norm and ≥ random)" if v["beats_l1_random"]
                       else "**misses the target** (below L1-norm or random)")
-        if v["beats_all"]:
+        if v["beats_all"] and status.startswith("no verdict"):
+            status += "; ahead of the baselines run so far"
+        elif v["beats_all"]:
             status += ("; on those seeds it beats every baseline" if v["partial"]
                        else " and beats every baseline")
         elif v["behind"]:
