@@ -577,6 +577,15 @@ def _real_targets_text(targets: dict) -> str:
     return "; ".join(parts) + on
 
 
+def _probe_split(r: dict) -> str:
+    pr = r["probe_cost"]
+    return (f"{r.get('suite', r.get('network'))}, {_mode_label(r)}, {r.get('threads')} threads: "
+            f"limits {_num(r.get('stages', {}).get('limits'), '.1f')} s wall; probe fits "
+            f"{_wall_cpu(pr.get('fit_seconds'), pr.get('fit_cpu_seconds'))} s, predictions "
+            f"{_wall_cpu(pr.get('predict_seconds'), pr.get('predict_cpu_seconds'))} s "
+            f"({pr.get('predicted_samples', 0) / 1e6:.2f} M samples over {pr.get('pairs')} pairs)")
+
+
 def _scoring_real(runs: list[dict], res: dict) -> list[str]:
     meta = res.get("real") or {}
     skipped = {k: v for k, v in (res.get("skipped") or {}).items()
@@ -633,6 +642,12 @@ def _scoring_real(runs: list[dict], res: dict) -> list[str]:
                          "fit time", "fit ÷ L1", "load"], rows) + [""]
         srcs = sorted({f"{r.get('suite')}: {r.get('weights_source')}" for r in runs})
         out += ["Weights: " + "; ".join(srcs) + ".", ""]
+        split = [_probe_split(r) for r in runs if r.get("status") == "ok" and r.get("probe_cost")]
+        if split:
+            out += ["Where the limits stage goes (sums over the layer pairs; the fit is libsvm, "
+                    "one thread; the predictions are `snacs.limits.svm_predict`, every distinct "
+                    "pruning mask of the rate grid times N samples):", ""]
+            out += [f"* {s}" for s in split] + [""]
     for k, v in sorted(skipped.items()):
         out += [f"* {k}: not measured: {v}.", ""]
     return out

@@ -459,6 +459,11 @@ def test_scoring_time_real_run_records_stages_reference_and_ratios(tiny, monkeyp
         rec["stages"]["activations"] / rec["forward"]["seconds"])
     assert r["activations_to_forward_cpu"] == pytest.approx(
         rec["cpu_stages"]["activations"] / rec["forward"]["cpu_seconds"])
+    # the limits stage split into probe fits and predictions, summed over the pairs
+    pc = rec["probe_cost"]
+    assert pc["pairs"] == rec["pairs"] and pc["predicted_samples"] % rec["N"] == 0
+    assert rec["N"] <= pc["predicted_samples"] / pc["pairs"] <= 20 * rec["N"]  # ≤ 20 rates
+    assert 0 < pc["fit_seconds"] + pc["predict_seconds"] <= rec["stages"]["limits"]
     json.dumps(rec)  # the record serialises as it is
     target = ST.time_real(model, data, mode="target", samples_per_class=6)
     assert target["status"] == "ok"  # SNACS(target=0.5); L1 then prunes to the same 50 %
@@ -555,6 +560,9 @@ def test_scoring_time_real_suite_recorded_resumed_and_skipped(tiny, tmp_path, mo
                                     ).splitlines() if x.startswith("| tiny-real |"))
     assert row.endswith(f"| **missed** | met | {r['loadavg_1min_before']:.1f} |")
     assert "tiny-real (ul, 2 threads): fit" in report._real_summary([judged])
+    pc = r["probe_cost"]
+    assert (f"* tiny-real, ul, {r['threads']} threads: limits {r['stages']['limits']:.1f} s wall; probe fits "
+            f"{pc['fit_seconds']:.1f} / {pc['fit_cpu_seconds']:.1f} s") in md
 
 
 def test_scoring_time_cli_skips_absent_bases_without_error(tmp_path):
