@@ -435,6 +435,44 @@ def plot_suite(res: dict, metric: str, path: Path) -> bool:
     return True
 
 
+def planned_not_run(res: dict) -> list[str]:
+    """The suite's planned cells (`benchmarks.compare.grid` over its methods, budgets and the
+    harness's seeds) that have no finished, unreachable or failed record, one line per seed:
+    budgets where nothing ran say "every method", the rest name the missing methods."""
+    from benchmarks import compare as C
+
+    suite = C.SUITES.get(res.get("suite"))
+    if suite is None:
+        return []
+    pairs = suite.budgets
+    metrics = sorted({m for m, _ in pairs}) if pairs else list(C.METRICS)
+    budgets = sorted({b for _, b in pairs}) if pairs else list(C.BUDGETS)
+    done = set(res.get("cells", {}))
+    lines = []
+    for seed in C.SEEDS:
+        planned = C.grid(suite.methods, metrics, budgets, [seed], pairs=pairs)
+        missing = [c for c in planned if c["id"] not in done]
+        if not missing:
+            continue
+        if len(missing) == len(planned):
+            lines.append(f"seed {seed}: none of its {len(planned)} planned cells run yet")
+            continue
+        by_budget: dict[tuple, list[str]] = defaultdict(list)
+        for c in missing:
+            by_budget[(c["metric"], c["budget"])].append(c["method"])
+        parts = []
+        for (metric, b), methods in by_budget.items():
+            where = ("no budget" if metric is None
+                     else f"{b:.0%} {BUDGET_UNIT.get(metric, metric)}")
+            n_planned = sum(1 for c in planned if (c["metric"], c["budget"]) == (metric, b))
+            who = ("every method" if len(methods) == n_planned and n_planned > 1
+                   else ", ".join(METHOD_NAMES.get(m, m) for m in methods))
+            parts.append(f"{where}: {who}")
+        lines.append(f"seed {seed}: {len(missing)} of {len(planned)} planned cells not run yet "
+                     f"({'; '.join(parts)})")
+    return lines
+
+
 def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> list[str]:
     suite = res.get("suite", "?")
     base = res.get("base", {})
@@ -462,6 +500,11 @@ def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> lis
         "median latency, 1 thread.",
         "",
     ]
+    missing = planned_not_run(res)
+    if missing:
+        out += ["Planned cells not run yet (machine time: one CPU-heavy run at a time on 2 "
+                "cores; the order the harness runs them in is equal compute first):", ""]
+        out += [f"* {line}" for line in missing] + [""]
     for metric in ("params", "macs"):
         groups = _by_method_budget(res, metric)
         if not groups:

@@ -671,3 +671,36 @@ def test_verdict_needs_the_baseline_cells():
     assert "L1-norm or random not run" in report._verdict_lines(res, "params")[0]
     res["cells"]["c"] = {**cell, "method": "random", "accuracy_finetuned": 70.0}
     assert "meets the target" in report._verdict_lines(res, "params")[0]
+
+
+def test_report_lists_the_planned_cells_not_run(monkeypatch, tmp_path):
+    """Each suite's section names the planned cells with no record, per seed: a budget where
+    nothing ran says 'every method', a partly run one names the missing methods."""
+    from benchmarks import compare as C
+    from benchmarks import report
+
+    suite = C.Suite("tiny-plan", "simplecnn", 1.0, "synthetic",
+                    methods=("snacs", "l1", "random", "snacs-ul", "dense"),
+                    budgets=(("macs", 0.5), ("params", 0.5)))
+    monkeypatch.setitem(C.SUITES, "tiny-plan", suite)
+    monkeypatch.setattr(C, "SEEDS", (0, 1))
+    planned = C.grid(suite.methods, ["macs", "params"], [0.5], [0], pairs=suite.budgets)
+    assert len(planned) == 2 + 2 * 3
+    done = {c["id"]: {"status": "ok"} for c in planned
+            if c["method"] in ("snacs-ul", "dense") or c["metric"] == "macs"
+            or c["method"] == "l1"}
+    done["random__params50__seed0"] = {"status": "unreachable"}  # recorded: not missing
+    lines = report.planned_not_run({"suite": "tiny-plan", "cells": done})
+    assert lines == ["seed 0: 1 of 8 planned cells not run yet (50% weights: "
+                     f"{report.METHOD_NAMES['snacs']})",
+                     "seed 1: none of its 8 planned cells run yet"]
+    full = {c["id"]: {} for s in (0, 1)
+            for c in C.grid(suite.methods, ["macs", "params"], [0.5], [s], pairs=suite.budgets)}
+    assert report.planned_not_run({"suite": "tiny-plan", "cells": full}) == []
+    none0 = {k: v for k, v in full.items() if not (k.endswith("seed0") and "params" in k)}
+    assert report.planned_not_run({"suite": "tiny-plan", "cells": none0}) == [
+        "seed 0: 3 of 8 planned cells not run yet (50% weights: every method)"]
+    assert report.planned_not_run({"suite": "not-a-suite", "cells": {}}) == []
+    md = "\n".join(report.compare_section({"suite": "tiny-plan", "cells": {}}, tmp_path,
+                                          tmp_path, "compare_tiny-plan.json"))
+    assert "Planned cells not run yet" in md and "* seed 1: none of its 8" in md
