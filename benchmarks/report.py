@@ -473,6 +473,25 @@ def planned_not_run(res: dict) -> list[str]:
     return lines
 
 
+def suites_not_started(started: set, bases: Path | None = None) -> list[str]:
+    """A line for every harness suite with no result file: why (its base is not committed yet,
+    or it is and no cell has run)."""
+    from benchmarks import compare as C
+
+    bases = bases or C.BASES
+    out = []
+    for name, suite in C.SUITES.items():
+        if name in started:
+            continue
+        if suite.base_file and not (bases / suite.base_file).is_file():
+            why = (f"its base (`benchmarks/bases/{suite.base_file}`) is not trained and "
+                   "committed yet")
+        else:
+            why = "no cell has run yet"
+        out += [f"### {name}", "", f"No cells: {why}.", ""]
+    return out
+
+
 def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> list[str]:
     suite = res.get("suite", "?")
     base = res.get("base", {})
@@ -1152,6 +1171,7 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
             used.append(p.name)
     else:
         out += ["No comparison results yet (`python -m benchmarks.compare --suite …`).", ""]
+    out += suites_not_started(set(comps_by_suite))
 
     for p in sorted(results_dir.glob("above_limits_*.json")):
         r = _load(p)

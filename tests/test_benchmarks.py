@@ -704,3 +704,17 @@ def test_report_lists_the_planned_cells_not_run(monkeypatch, tmp_path):
     md = "\n".join(report.compare_section({"suite": "tiny-plan", "cells": {}}, tmp_path,
                                           tmp_path, "compare_tiny-plan.json"))
     assert "Planned cells not run yet" in md and "* seed 1: none of its 8" in md
+
+
+def test_report_names_suites_with_no_cells_and_why(monkeypatch, tmp_path):
+    from benchmarks import compare as C
+    from benchmarks import report
+
+    monkeypatch.setattr(C, "SUITES", {
+        "a": C.Suite("a", "simplecnn", 1.0, "synthetic", base_file="a.pt"),
+        "b": C.Suite("b", "simplecnn", 1.0, "synthetic", base_file="b.pt"),
+        "c": C.Suite("c", "simplecnn", 1.0, "synthetic", base_file="c.pt")})
+    (tmp_path / "b.pt").write_bytes(b"x")
+    lines = report.suites_not_started({"c"}, bases=tmp_path)
+    assert lines == ["### a", "", "No cells: its base (`benchmarks/bases/a.pt`) is not trained "
+                     "and committed yet.", "", "### b", "", "No cells: no cell has run yet.", ""]
