@@ -435,6 +435,63 @@ def plot_suite(res: dict, metric: str, path: Path) -> bool:
     return True
 
 
+def planned_not_run(res: dict) -> list[str]:
+    """The suite's planned cells (`benchmarks.compare.grid` over its methods, budgets and the
+    harness's seeds) that have no finished, unreachable or failed record, one line per seed:
+    budgets where nothing ran say "every method", the rest name the missing methods."""
+    from benchmarks import compare as C
+
+    suite = C.SUITES.get(res.get("suite"))
+    if suite is None:
+        return []
+    pairs = suite.budgets
+    metrics = sorted({m for m, _ in pairs}) if pairs else list(C.METRICS)
+    budgets = sorted({b for _, b in pairs}) if pairs else list(C.BUDGETS)
+    done = set(res.get("cells", {}))
+    lines = []
+    for seed in C.SEEDS:
+        planned = C.grid(suite.methods, metrics, budgets, [seed], pairs=pairs)
+        missing = [c for c in planned if c["id"] not in done]
+        if not missing:
+            continue
+        if len(missing) == len(planned):
+            lines.append(f"seed {seed}: none of its {len(planned)} planned cells run yet")
+            continue
+        by_budget: dict[tuple, list[str]] = defaultdict(list)
+        for c in missing:
+            by_budget[(c["metric"], c["budget"])].append(c["method"])
+        parts = []
+        for (metric, b), methods in by_budget.items():
+            where = ("no budget" if metric is None
+                     else f"{b:.0%} {BUDGET_UNIT.get(metric, metric)}")
+            n_planned = sum(1 for c in planned if (c["metric"], c["budget"]) == (metric, b))
+            who = ("every method" if len(methods) == n_planned and n_planned > 1
+                   else ", ".join(METHOD_NAMES.get(m, m) for m in methods))
+            parts.append(f"{where}: {who}")
+        lines.append(f"seed {seed}: {len(missing)} of {len(planned)} planned cells not run yet "
+                     f"({'; '.join(parts)})")
+    return lines
+
+
+def suites_not_started(started: set, bases: Path | None = None) -> list[str]:
+    """A line for every harness suite with no result file: why (its base is not committed yet,
+    or it is and no cell has run)."""
+    from benchmarks import compare as C
+
+    bases = bases or C.BASES
+    out = []
+    for name, suite in C.SUITES.items():
+        if name in started:
+            continue
+        if suite.base_file and not (bases / suite.base_file).is_file():
+            why = (f"its base (`benchmarks/bases/{suite.base_file}`) is not trained and "
+                   "committed yet")
+        else:
+            why = "no cell has run yet"
+        out += [f"### {name}", "", f"No cells: {why}.", ""]
+    return out
+
+
 def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> list[str]:
     suite = res.get("suite", "?")
     base = res.get("base", {})
@@ -462,6 +519,11 @@ def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> lis
         "median latency, 1 thread.",
         "",
     ]
+    missing = planned_not_run(res)
+    if missing:
+        out += ["Planned cells not run yet (machine time: one CPU-heavy run at a time on 2 "
+                "cores; the order the harness runs them in is equal compute first):", ""]
+        out += [f"* {line}" for line in missing] + [""]
     for metric in ("params", "macs"):
         groups = _by_method_budget(res, metric)
         if not groups:
@@ -577,6 +639,15 @@ def _real_targets_text(targets: dict) -> str:
     return "; ".join(parts) + on
 
 
+def _probe_split(r: dict) -> str:
+    pr = r["probe_cost"]
+    return (f"{r.get('suite', r.get('network'))}, {_mode_label(r)}, {r.get('threads')} threads: "
+            f"limits {_num(r.get('stages', {}).get('limits'), '.1f')} s wall; probe fits "
+            f"{_wall_cpu(pr.get('fit_seconds'), pr.get('fit_cpu_seconds'))} s, predictions "
+            f"{_wall_cpu(pr.get('predict_seconds'), pr.get('predict_cpu_seconds'))} s "
+            f"({pr.get('predicted_samples', 0) / 1e6:.2f} M samples over {pr.get('pairs')} pairs)")
+
+
 def _scoring_real(runs: list[dict], res: dict) -> list[str]:
     meta = res.get("real") or {}
     skipped = {k: v for k, v in (res.get("skipped") or {}).items()
@@ -633,6 +704,12 @@ def _scoring_real(runs: list[dict], res: dict) -> list[str]:
                          "fit time", "fit ÷ L1", "load"], rows) + [""]
         srcs = sorted({f"{r.get('suite')}: {r.get('weights_source')}" for r in runs})
         out += ["Weights: " + "; ".join(srcs) + ".", ""]
+        split = [_probe_split(r) for r in runs if r.get("status") == "ok" and r.get("probe_cost")]
+        if split:
+            out += ["Where the limits stage goes (sums over the layer pairs; the fit is libsvm, "
+                    "one thread; the predictions are `snacs.limits.svm_predict`, every distinct "
+                    "pruning mask of the rate grid times N samples):", ""]
+            out += [f"* {s}" for s in split] + [""]
     for k, v in sorted(skipped.items()):
         out += [f"* {k}: not measured: {v}.", ""]
     return out
@@ -1094,6 +1171,7 @@ def render(results_dir: Path = RESULTS, out_md: Path = ROOT / "BENCHMARKS.md",
             used.append(p.name)
     else:
         out += ["No comparison results yet (`python -m benchmarks.compare --suite …`).", ""]
+    out += suites_not_started(set(comps_by_suite))
 
     for p in sorted(results_dir.glob("above_limits_*.json")):
         r = _load(p)

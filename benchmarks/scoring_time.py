@@ -257,6 +257,7 @@ def time_real(model: torch.nn.Module, train, *, mode: str = "target",
                       metric=p.target_metric if p.mode == "target" else "params")
     stages = {k: float(v) for k, v in p.timings_.items()}
     cpu = {k: float(v) for k, v in p.cpu_timings_.items()}
+    rec["probe_cost"] = probe_cost(p)
     rec.update(
         status="ok", N=int(p.n_samples_), pairs=len(p.pairs_),
         stages=stages, cpu_stages=cpu,
@@ -273,6 +274,18 @@ def time_real(model: torch.nn.Module, train, *, mode: str = "target",
         loadavg_1min_after=os.getloadavg()[0],
     )
     return rec
+
+
+def probe_cost(pruner) -> dict[str, float] | None:
+    """The limits stage split into the probe's fits and its predictions over the rate grid
+    (sums over the pairs of `LimitResult.cost`), or None when no probe curve was made."""
+    curves = getattr(pruner, "limit_curves_", None) or {}
+    costs = [getattr(c, "cost", None) or {} for c in curves.values()]
+    if not costs or not all(costs):
+        return None
+    keys = ("fit_seconds", "fit_cpu_seconds", "predict_seconds", "predict_cpu_seconds",
+            "predicted_samples")
+    return {"pairs": len(costs), **{k: float(sum(c.get(k, 0.0) for c in costs)) for k in keys}}
 
 
 def _meets(rec: dict, targets: dict) -> dict[str, bool | None]:

@@ -459,6 +459,11 @@ def test_scoring_time_real_run_records_stages_reference_and_ratios(tiny, monkeyp
         rec["stages"]["activations"] / rec["forward"]["seconds"])
     assert r["activations_to_forward_cpu"] == pytest.approx(
         rec["cpu_stages"]["activations"] / rec["forward"]["cpu_seconds"])
+    # the limits stage split into probe fits and predictions, summed over the pairs
+    pc = rec["probe_cost"]
+    assert pc["pairs"] == rec["pairs"] and pc["predicted_samples"] % rec["N"] == 0
+    assert rec["N"] <= pc["predicted_samples"] / pc["pairs"] <= 20 * rec["N"]  # ≤ 20 rates
+    assert 0 < pc["fit_seconds"] + pc["predict_seconds"] <= rec["stages"]["limits"]
     json.dumps(rec)  # the record serialises as it is
     target = ST.time_real(model, data, mode="target", samples_per_class=6)
     assert target["status"] == "ok"  # SNACS(target=0.5); L1 then prunes to the same 50 %
@@ -555,6 +560,9 @@ def test_scoring_time_real_suite_recorded_resumed_and_skipped(tiny, tmp_path, mo
                                     ).splitlines() if x.startswith("| tiny-real |"))
     assert row.endswith(f"| **missed** | met | {r['loadavg_1min_before']:.1f} |")
     assert "tiny-real (ul, 2 threads): fit" in report._real_summary([judged])
+    pc = r["probe_cost"]
+    assert (f"* tiny-real, ul, {r['threads']} threads: limits {r['stages']['limits']:.1f} s wall; probe fits "
+            f"{pc['fit_seconds']:.1f} / {pc['fit_cpu_seconds']:.1f} s") in md
 
 
 def test_scoring_time_cli_skips_absent_bases_without_error(tmp_path):
@@ -663,3 +671,50 @@ def test_verdict_needs_the_baseline_cells():
     assert "L1-norm or random not run" in report._verdict_lines(res, "params")[0]
     res["cells"]["c"] = {**cell, "method": "random", "accuracy_finetuned": 70.0}
     assert "meets the target" in report._verdict_lines(res, "params")[0]
+
+
+def test_report_lists_the_planned_cells_not_run(monkeypatch, tmp_path):
+    """Each suite's section names the planned cells with no record, per seed: a budget where
+    nothing ran says 'every method', a partly run one names the missing methods."""
+    from benchmarks import compare as C
+    from benchmarks import report
+
+    suite = C.Suite("tiny-plan", "simplecnn", 1.0, "synthetic",
+                    methods=("snacs", "l1", "random", "snacs-ul", "dense"),
+                    budgets=(("macs", 0.5), ("params", 0.5)))
+    monkeypatch.setitem(C.SUITES, "tiny-plan", suite)
+    monkeypatch.setattr(C, "SEEDS", (0, 1))
+    planned = C.grid(suite.methods, ["macs", "params"], [0.5], [0], pairs=suite.budgets)
+    assert len(planned) == 2 + 2 * 3
+    done = {c["id"]: {"status": "ok"} for c in planned
+            if c["method"] in ("snacs-ul", "dense") or c["metric"] == "macs"
+            or c["method"] == "l1"}
+    done["random__params50__seed0"] = {"status": "unreachable"}  # recorded: not missing
+    lines = report.planned_not_run({"suite": "tiny-plan", "cells": done})
+    assert lines == ["seed 0: 1 of 8 planned cells not run yet (50% weights: "
+                     f"{report.METHOD_NAMES['snacs']})",
+                     "seed 1: none of its 8 planned cells run yet"]
+    full = {c["id"]: {} for s in (0, 1)
+            for c in C.grid(suite.methods, ["macs", "params"], [0.5], [s], pairs=suite.budgets)}
+    assert report.planned_not_run({"suite": "tiny-plan", "cells": full}) == []
+    none0 = {k: v for k, v in full.items() if not (k.endswith("seed0") and "params" in k)}
+    assert report.planned_not_run({"suite": "tiny-plan", "cells": none0}) == [
+        "seed 0: 3 of 8 planned cells not run yet (50% weights: every method)"]
+    assert report.planned_not_run({"suite": "not-a-suite", "cells": {}}) == []
+    md = "\n".join(report.compare_section({"suite": "tiny-plan", "cells": {}}, tmp_path,
+                                          tmp_path, "compare_tiny-plan.json"))
+    assert "Planned cells not run yet" in md and "* seed 1: none of its 8" in md
+
+
+def test_report_names_suites_with_no_cells_and_why(monkeypatch, tmp_path):
+    from benchmarks import compare as C
+    from benchmarks import report
+
+    monkeypatch.setattr(C, "SUITES", {
+        "a": C.Suite("a", "simplecnn", 1.0, "synthetic", base_file="a.pt"),
+        "b": C.Suite("b", "simplecnn", 1.0, "synthetic", base_file="b.pt"),
+        "c": C.Suite("c", "simplecnn", 1.0, "synthetic", base_file="c.pt")})
+    (tmp_path / "b.pt").write_bytes(b"x")
+    lines = report.suites_not_started({"c"}, bases=tmp_path)
+    assert lines == ["### a", "", "No cells: its base (`benchmarks/bases/a.pt`) is not trained "
+                     "and committed yet.", "", "### b", "", "No cells: no cell has run yet.", ""]

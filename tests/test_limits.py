@@ -37,3 +37,17 @@ def test_svm_predict_keeps_label_values_and_ties_like_libsvm():
     out = svm_predict(clf, x, dtype=torch.float64)
     assert set(np.unique(out)) <= set(labels)
     assert (out == clf.predict(x)).all()
+
+
+def test_limit_result_cost_is_recorded_but_not_part_of_the_result():
+    """Each curve records what its probe cost (fit, predictions, samples predicted); two runs
+    on other machines or ranks still compare equal and serialise the same."""
+    import dataclasses
+
+    from snacs.limits import LimitResult
+
+    a = LimitResult(pair="p", limit=0.5, rates=[0.01, 0.5], accuracy=[90.0, 80.0],
+                    threshold=83.0, probe="SVC", cost={"fit_seconds": 1.0})
+    b = dataclasses.replace(a, cost={"fit_seconds": 2.0})
+    assert a == b and a.to_dict() == b.to_dict() and "cost" not in a.to_dict()
+    assert a != dataclasses.replace(a, limit=0.4)

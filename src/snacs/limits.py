@@ -17,7 +17,8 @@ share), so the probe sees the whole child output with only this slice pruned.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -47,9 +48,14 @@ class LimitResult:
     accuracy: list[float]
     threshold: float
     probe: str
+    # what the curve cost: wall and process-CPU seconds of the probe's fit and of its
+    # predictions, and how many samples it predicted (distinct masks x N), so a user sees where
+    # the limits stage spends its time (benchmarks.scoring_time). Not part of the result:
+    # excluded from equality and from to_dict, so runs on other machines or ranks compare equal.
+    cost: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
 
 
 def limit_at(rates, accuracy, fraction: float) -> tuple[float, float]:
@@ -229,13 +235,19 @@ def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Te
     feats = torch.relu(torch.einsum("nq,rcq->rnc", a_p, w_sum * m[reps]) + b)
     n_classes = len(np.unique(labels))
     clf = _make_probe(probe, n_classes, seed)
+    t, c = time.perf_counter(), time.process_time()
     clf.fit(base, labels)
+    t1, c1 = time.perf_counter(), time.process_time()
     pred = _predict(clf, feats.reshape(-1, pair.n_child).numpy()).reshape(len(reps), -1)[which]
+    t2, c2 = time.perf_counter(), time.process_time()
     acc = (pred == labels[None, :]).mean(1) * 100.0
     limit, tau = limit_at(rates, acc, fraction)
     return LimitResult(pair=pair.name, limit=limit, rates=[float(r) for r in rates],
                        accuracy=[float(a) for a in acc], threshold=tau,
-                       probe=type(clf).__name__)
+                       probe=type(clf).__name__,
+                       cost={"fit_seconds": t1 - t, "fit_cpu_seconds": c1 - c,
+                             "predict_seconds": t2 - t1, "predict_cpu_seconds": c2 - c1,
+                             "predicted_samples": len(reps) * len(labels)})
 
 
 def upper_limits(
