@@ -332,6 +332,67 @@ def _verdict_lines(res: dict, metric: str) -> list[str]:
     return lines
 
 
+def ul_verdict(res: dict, metric: str) -> dict | None:
+    """The automatic mode (ul) against the best baseline's accuracy-against-`metric` curve:
+    per budget the best baseline's mean fine-tuned accuracy, linearly interpolated at the share
+    ul removed. None without a ul cell; 'curve' None where ul lies outside the budgets run."""
+    ul = _ok([c for c in _cells(res) if c["method"] == "snacs-ul"])
+    if not ul:
+        return None
+    key = "weights_removed_pct" if metric == "params" else "macs_removed_pct"
+    x = sum(c[key] for c in ul) / len(ul) / 100.0
+    acc = _mean_ft(ul)
+    groups = _by_method_budget(res, metric)
+    pts = []  # (budget, best baseline's accuracy, which)
+    for b in sorted({b for (_, b) in groups}):
+        base = {m: _mean_ft(groups.get((m, b), [])) for m in BASELINES}
+        base = {m: v for m, v in base.items() if v is not None}
+        if base:
+            m = max(base, key=base.get)
+            pts.append((b, base[m], m))
+    out = {"removed": x, "accuracy": acc, "seeds": len({c["seed"] for c in ul}), "curve": None,
+           "points": pts}
+    for (b0, a0, m0), (b1, a1, m1) in zip(pts, pts[1:]):
+        if b0 <= x <= b1:
+            out["curve"] = a0 + (a1 - a0) * (x - b0) / (b1 - b0)
+            out["between"] = ((b0, a0, m0), (b1, a1, m1))
+    # outside the budgets, dominance still decides: removing more and still more accurate than
+    # the best baseline at the largest budget is above its curve (accuracy falls with removal),
+    # removing less and less accurate than it at the smallest budget is below
+    if out["curve"] is None and pts:
+        if x > pts[-1][0] and acc >= pts[-1][1]:
+            out["dominates"] = pts[-1]
+        elif x < pts[0][0] and acc < pts[0][1]:
+            out["dominated"] = pts[0]
+    return out
+
+
+def _ul_line(res: dict, metric: str) -> list[str]:
+    v = ul_verdict(res, metric)
+    if v is None:
+        return []
+    unit = BUDGET_UNIT[metric]
+    head = (f"* automatic mode (ul): {v['accuracy']:.2f} % at {v['removed']:.1%} of {unit} "
+            "removed")
+    if v.get("dominates") or v.get("dominated"):
+        b, a, m = v.get("dominates") or v.get("dominated")
+        more = "more" if v.get("dominates") else "less"
+        side = "**on or above**" if v.get("dominates") else "**below**"
+        rel = "ahead of" if v.get("dominates") else "behind"
+        return [head + f": it removes {more} than the {b:.0%} budget and is {rel} the best "
+                f"baseline there ({METHOD_NAMES[m]} {a:.2f} %) → {side} the best baseline's "
+                "curve."]
+    if v["curve"] is None:
+        have = ", ".join(f"{b:.0%}" for b, _, _ in v["points"]) or "none"
+        return [head + f" → no verdict: outside the {unit} budgets with baseline cells "
+                f"({have}), so the best baseline's curve is not measured there."]
+    (b0, a0, m0), (b1, a1, m1) = v["between"]
+    side = ("**on or above**" if v["accuracy"] >= v["curve"] else "**below**")
+    return [head + f"; the best baseline's curve there {v['curve']:.2f} % (interpolated "
+            f"between {METHOD_NAMES[m0]} {a0:.2f} % at {b0:.0%} and {METHOD_NAMES[m1]} "
+            f"{a1:.2f} % at {b1:.0%}) → {side} it."]
+
+
 def _latency_check(res: dict) -> list[str]:
     """Latency cut against MACs cut, per (method, budget) averaged over seeds, and the tally."""
     agg: dict[tuple, list[dict]] = defaultdict(list)
@@ -550,7 +611,7 @@ def compare_section(res: dict, plots_dir: Path, md_dir: Path, fname: str) -> lis
             if dense:
                 rows.append(_row(METHOD_NAMES["dense"], dense))
         out += _table(HEADER, rows) + [""]
-        out += _verdict_lines(res, metric) + [""]
+        out += _verdict_lines(res, metric) + _ul_line(res, metric) + [""]
         png = plots_dir / f"compare_{suite}_{metric}.png"
         if plot_suite(res, metric, png):
             out += [f"![{suite} {metric}]({_rel(png, md_dir)})", ""]

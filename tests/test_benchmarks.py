@@ -718,3 +718,30 @@ def test_report_names_suites_with_no_cells_and_why(monkeypatch, tmp_path):
     lines = report.suites_not_started({"c"}, bases=tmp_path)
     assert lines == ["### a", "", "No cells: its base (`benchmarks/bases/a.pt`) is not trained "
                      "and committed yet.", "", "### b", "", "No cells: no cell has run yet.", ""]
+
+
+def test_ul_judged_against_the_best_baselines_curve():
+    """ul against the best baseline's accuracy-vs-removal curve: interpolated between budgets,
+    by dominance just outside them, no verdict where neither applies."""
+    from benchmarks import report
+
+    def res(ul_removed, ul_acc):
+        cells = [_fake_cell("l1", "params", 0.5, 0, 80.0), _fake_cell("tp-taylor", "params", 0.5, 0, 82.0),
+                 _fake_cell("l1", "params", 0.7, 0, 70.0), _fake_cell("hrank", "params", 0.7, 0, 72.0),
+                 _fake_cell("snacs-ul", None, None, 0, ul_acc, removed=ul_removed)]
+        return {"suite": "s", "cells": {str(i): c for i, c in enumerate(cells)}}
+
+    v = report.ul_verdict(res(60.0, 78.0), "params")
+    assert v["curve"] == pytest.approx(77.0)  # halfway between 82 (TP Taylor) and 72 (HRank)
+    line = report._ul_line(res(60.0, 78.0), "params")[0]
+    assert "77.00 %" in line and "**on or above**" in line and "HRank 72.00 % at 70%" in line
+    assert "**below**" in report._ul_line(res(60.0, 76.0), "params")[0]
+    # beyond the largest budget: ahead of the best there -> above; behind -> no verdict
+    assert "**on or above**" in report._ul_line(res(75.0, 73.0), "params")[0]
+    assert "no verdict" in report._ul_line(res(75.0, 71.0), "params")[0]
+    # below the smallest budget and behind the best there -> below
+    assert "**below**" in report._ul_line(res(40.0, 81.0), "params")[0]
+    assert "no verdict" in report._ul_line(res(40.0, 83.0), "params")[0]
+    # MACs: the share of MACs ul removed (the fake cell's MACs = weights - 5) and MAC budgets
+    assert report.ul_verdict(res(60.0, 78.0), "macs")["points"] == []
+    assert report._ul_line({"suite": "s", "cells": {}}, "params") == []
