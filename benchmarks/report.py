@@ -352,7 +352,7 @@ def ul_verdict(res: dict, metric: str) -> dict | None:
             pts.append((b, base[m], m))
     out = {"removed": x, "accuracy": acc, "seeds": len({c["seed"] for c in ul}), "curve": None,
            "points": pts}
-    for (b0, a0, m0), (b1, a1, m1) in zip(pts, pts[1:]):
+    for (b0, a0, m0), (b1, a1, m1) in zip(pts, pts[1:], strict=False):
         if b0 <= x <= b1:
             out["curve"] = a0 + (a1 - a0) * (x - b0) / (b1 - b0)
             out["between"] = ((b0, a0, m0), (b1, a1, m1))
