@@ -702,7 +702,9 @@ def _real_targets_text(targets: dict) -> str:
 
 def _probe_split(r: dict) -> str:
     pr = r["probe_cost"]
-    return (f"{r.get('suite', r.get('network'))}, {_mode_label(r)}, {r.get('threads')} threads: "
+    cpu = (r.get("environment") or {}).get("cpu") or "CPU not recorded"
+    return (f"{r.get('suite', r.get('network'))} on {cpu}, {_mode_label(r)}, "
+            f"{r.get('threads')} threads: "
             f"limits {_num(r.get('stages', {}).get('limits'), '.1f')} s wall; probe fits "
             f"{_wall_cpu(pr.get('fit_seconds'), pr.get('fit_cpu_seconds'))} s, predictions "
             f"{_wall_cpu(pr.get('predict_seconds'), pr.get('predict_cpu_seconds'))} s "
@@ -724,8 +726,10 @@ def _scoring_real(runs: list[dict], res: dict) -> list[str]:
     rows = []
     order = {k: i for i, k in enumerate(meta.get("targets", {}))}
     for r in sorted(runs, key=lambda r: (order.get(r.get("suite"), 99), r.get("mode", ""),
-                                         r.get("threads", 0), r.get("samples_per_class", 0))):
-        head = [r.get("suite", r["network"]), _mode_label(r),
+                                         r.get("threads", 0), r.get("samples_per_class", 0),
+                                         r.get("measured", ""))):
+        head = [r.get("suite", r["network"]), (r.get("environment") or {}).get("cpu")
+                or "not recorded", _mode_label(r),
                 _num(r.get("N")) if r.get("N") is not None else
                 f"{r.get('samples_per_class')}/class", str(r.get("threads"))]
         if r.get("status") != "ok":
@@ -759,7 +763,7 @@ def _scoring_real(runs: list[dict], res: dict) -> list[str]:
                 "\"L1 + BN recal\" the reference (tracing, L1-norm importance, budget search, "
                 "channel removal, BN recalibration) at the same parameter budget as the SNACS "
                 "plan; \"forward\" a bare `model(x)` loop over the same calibration images.", ""]
-        out += _table(["suite", "mode", "N", "threads"] + [f"{s} (s)" for s in STAGES]
+        out += _table(["suite", "CPU", "mode", "N", "threads"] + [f"{s} (s)" for s in STAGES]
                       + ["SNACS fit (s)", "SNACS apply (s)", "L1 + BN recal (s)",
                          "fit ÷ (L1 + BN recal)", "forward (s)", "activations ÷ forward",
                          "fit time", "fit ÷ L1", "load"], rows) + [""]
@@ -1167,7 +1171,9 @@ def _real_summary(runs: list[dict]) -> str:
     parts = []
     for (suite, _mode), r in sorted(pick.items()):
         t, m = r["targets"], r.get("meets", {})
-        txt = (f"{suite} ({_mode_label(r)}, {r['threads']} threads): "
+        cpu = (r.get("environment") or {}).get("cpu")
+        txt = (f"{suite} ({_mode_label(r)}, {r['threads']} threads"
+               + (f", {cpu}" if cpu else "") + "): "
                f"fit {r['total_seconds']:.1f} s "
                f"(≤ {t['fit_seconds']:.0f} s: {_met(m.get('fit_seconds'), True)})")
         if t.get("fit_to_l1") is not None:

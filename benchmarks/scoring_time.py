@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import RESULTS, environment, write_json
+from benchmarks import RESULTS, cpu_model, environment, write_json
 
 log = logging.getLogger("benchmarks.scoring_time")
 
@@ -353,7 +353,7 @@ def run_real(result: dict, suite_name: str, *, modes: list[str], save: Callable[
                  "suite": suite_name, "mode": mode, "workers": d.workers,
                  "threads": torch.get_num_threads(), "groups": d.groups, "probe": d.probe,
                  "samples_per_class": samples_per_class or d.samples_per_class,
-                 "base_sha256": meta.get("sha256")}
+                 "base_sha256": meta.get("sha256"), "cpu": cpu_model()}
         if any(_key(r) == _key(probe) for r in result["runs"]) and not force:
             log.info("skip %s (recorded)", _key(probe))
             continue
@@ -388,9 +388,11 @@ def run_real(result: dict, suite_name: str, *, modes: list[str], save: Callable[
 
 def _key(r: dict) -> tuple:
     """What makes two runs the same measurement (records without a field: its old default)."""
+    # real runs are kept per CPU model: a machine of another kind does not replace them
+    cpu = r.get("cpu", (r.get("environment") or {}).get("cpu")) if r.get("kind") == "real" else None
     return (r["network"], r["weights"], r["workers"], r["threads"], r["groups"],
             r.get("probe", "svm"), r.get("mode", "ul"),
-            r.get("samples_per_class", SAMPLES_PER_CLASS), r.get("base_sha256"))
+            r.get("samples_per_class", SAMPLES_PER_CLASS), r.get("base_sha256"), cpu)
 
 
 def _saver(result: dict, results_dir: Path) -> Callable[[], Path]:

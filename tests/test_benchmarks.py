@@ -550,7 +550,9 @@ def test_scoring_time_real_suite_recorded_resumed_and_skipped(tiny, tmp_path, mo
     md = "\n".join(report.scoring_section(result))
     assert "### CIFAR-10 bases: real data and weights" in md
     assert "tiny-real fit ≤ 1 s wall and ≤ 2.5× the L1 + BN recalibration time on 2 threads" in md
-    row = next(x for x in md.splitlines() if x.startswith("| tiny-real | ul |"))
+    cpu = r["environment"]["cpu"]
+    assert r["cpu"] == cpu  # real runs are recorded (and replaced) per CPU model
+    row = next(x for x in md.splitlines() if x.startswith(f"| tiny-real | {cpu} | ul |"))
     assert f"**{r['ratios']['fit_to_l1']:.2f}** / {r['ratios']['fit_to_l1_cpu']:.2f} (≤ 2.5)" in row
     assert row.count("not judged") == 2
     # a judged run: met / missed from the recorded flags
@@ -559,9 +561,14 @@ def test_scoring_time_real_suite_recorded_resumed_and_skipped(tiny, tmp_path, mo
     row = next(x for x in "\n".join(report.scoring_section({**result, "runs": [judged]})
                                     ).splitlines() if x.startswith("| tiny-real |"))
     assert row.endswith(f"| **missed** | met | {r['loadavg_1min_before']:.1f} |")
-    assert "tiny-real (ul, 2 threads): fit" in report._real_summary([judged])
+    assert f"tiny-real (ul, 2 threads, {cpu}): fit" in report._real_summary([judged])
+    # a run on another kind of CPU is kept beside this one, not replaced
+    other = {**r, "cpu": "Other CPU (avx)", "environment": {**r["environment"],
+                                                            "cpu": "Other CPU (avx)"}}
+    assert ST._key(other) != ST._key(r)
+    assert ST._key({**r, "threads": r["threads"] + 1}) != ST._key(r)
     pc = r["probe_cost"]
-    assert (f"* tiny-real, ul, {r['threads']} threads: limits {r['stages']['limits']:.1f} s wall; probe fits "
+    assert (f"* tiny-real on {cpu}, ul, {r['threads']} threads: limits {r['stages']['limits']:.1f} s wall; probe fits "
             f"{pc['fit_seconds']:.1f} / {pc['fit_cpu_seconds']:.1f} s") in md
 
 
