@@ -1163,23 +1163,28 @@ def _both_metrics_rows(res: dict) -> list[list[str]]:
 
 
 def _real_summary(runs: list[dict]) -> str:
-    """One clause per judged real run (the latest of each suite and mode)."""
-    pick: dict[tuple, dict] = {}
+    """One clause per judged (suite, mode): the latest run of each CPU model, so a slower or
+    faster machine is shown beside the others rather than instead of them."""
+    pick: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in sorted(runs, key=lambda r: r.get("measured", "")):
         if r.get("status") == "ok" and (r.get("targets") or {}).get("applies"):
-            pick[(r.get("suite"), r.get("mode"))] = r
+            cpu = (r.get("environment") or {}).get("cpu") or "CPU not recorded"
+            pick[(r.get("suite"), r.get("mode"))][cpu] = r
     parts = []
-    for (suite, _mode), r in sorted(pick.items()):
-        t, m = r["targets"], r.get("meets", {})
-        cpu = (r.get("environment") or {}).get("cpu")
-        txt = (f"{suite} ({_mode_label(r)}, {r['threads']} threads"
-               + (f", {cpu}" if cpu else "") + "): "
-               f"fit {r['total_seconds']:.1f} s "
-               f"(≤ {t['fit_seconds']:.0f} s: {_met(m.get('fit_seconds'), True)})")
-        if t.get("fit_to_l1") is not None:
-            txt += (f", {r['ratios']['fit_to_l1']:.2f}× L1 + BN recal (≤ {t['fit_to_l1']:.1f}×: "
-                    f"{_met(m.get('fit_to_l1'), True)})")
-        parts.append(txt)
+    for (suite, _mode), by_cpu in sorted(pick.items()):
+        first = next(iter(by_cpu.values()))
+        t = first["targets"]
+        runs_txt = []
+        for cpu, r in by_cpu.items():
+            m = r.get("meets", {})
+            txt = (f"{r['total_seconds']:.1f} s on {cpu} "
+                   f"(≤ {t['fit_seconds']:.0f} s: {_met(m.get('fit_seconds'), True)}")
+            if t.get("fit_to_l1") is not None:
+                txt += (f"; {r['ratios']['fit_to_l1']:.2f}× L1 + BN recal, ≤ "
+                        f"{t['fit_to_l1']:.1f}×: {_met(m.get('fit_to_l1'), True)}")
+            runs_txt.append(txt + ")")
+        parts.append(f"{suite} ({_mode_label(first)}, {first['threads']} threads): fit "
+                     + ", ".join(runs_txt))
     return "; ".join(parts)
 
 

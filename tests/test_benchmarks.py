@@ -561,11 +561,16 @@ def test_scoring_time_real_suite_recorded_resumed_and_skipped(tiny, tmp_path, mo
     row = next(x for x in "\n".join(report.scoring_section({**result, "runs": [judged]})
                                     ).splitlines() if x.startswith("| tiny-real |"))
     assert row.endswith(f"| **missed** | met | {r['loadavg_1min_before']:.1f} |")
-    assert f"tiny-real (ul, 2 threads, {cpu}): fit" in report._real_summary([judged])
+    assert f"tiny-real (ul, 2 threads): fit {judged['total_seconds']:.1f} s on {cpu} (" in \
+        report._real_summary([judged])
     # a run on another kind of CPU is kept beside this one, not replaced
     other = {**r, "cpu": "Other CPU (avx)", "environment": {**r["environment"],
                                                             "cpu": "Other CPU (avx)"}}
     assert ST._key(other) != ST._key(r)
+    both = report._real_summary([judged, {**judged, "environment": other["environment"],
+                                          "total_seconds": 99.0}])
+    assert both.count("tiny-real (ul, 2 threads)") == 1
+    assert f"s on {cpu} (" in both and "99.0 s on Other CPU (avx) (" in both
     assert ST._key({**r, "threads": r["threads"] + 1}) != ST._key(r)
     pc = r["probe_cost"]
     assert (f"* tiny-real on {cpu}, ul, {r['threads']} threads: limits {r['stages']['limits']:.1f} s wall; probe fits "
