@@ -700,10 +700,14 @@ def _real_targets_text(targets: dict) -> str:
     return "; ".join(parts) + on
 
 
+def _cpu(r: dict, missing: str = "CPU not recorded") -> str:
+    """The CPU model a timing record was measured on (older records did not store it)."""
+    return (r.get("environment") or {}).get("cpu") or missing
+
+
 def _probe_split(r: dict) -> str:
     pr = r["probe_cost"]
-    cpu = (r.get("environment") or {}).get("cpu") or "CPU not recorded"
-    return (f"{r.get('suite', r.get('network'))} on {cpu}, {_mode_label(r)}, "
+    return (f"{r.get('suite', r.get('network'))} on {_cpu(r)}, {_mode_label(r)}, "
             f"{r.get('threads')} threads: "
             f"limits {_num(r.get('stages', {}).get('limits'), '.1f')} s wall; probe fits "
             f"{_wall_cpu(pr.get('fit_seconds'), pr.get('fit_cpu_seconds'))} s, predictions "
@@ -728,8 +732,7 @@ def _scoring_real(runs: list[dict], res: dict) -> list[str]:
     for r in sorted(runs, key=lambda r: (order.get(r.get("suite"), 99), r.get("mode", ""),
                                          r.get("threads", 0), r.get("samples_per_class", 0),
                                          r.get("measured", ""))):
-        head = [r.get("suite", r["network"]), (r.get("environment") or {}).get("cpu")
-                or "not recorded", _mode_label(r),
+        head = [r.get("suite", r["network"]), _cpu(r, "not recorded"), _mode_label(r),
                 _num(r.get("N")) if r.get("N") is not None else
                 f"{r.get('samples_per_class')}/class", str(r.get("threads"))]
         if r.get("status") != "ok":
@@ -1168,15 +1171,13 @@ def _real_summary(runs: list[dict]) -> str:
     pick: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in sorted(runs, key=lambda r: r.get("measured", "")):
         if r.get("status") == "ok" and (r.get("targets") or {}).get("applies"):
-            cpu = (r.get("environment") or {}).get("cpu") or "CPU not recorded"
-            pick[(r.get("suite"), r.get("mode"))][cpu] = r
+            pick[(r.get("suite"), r.get("mode"))][_cpu(r)] = r
     parts = []
     for (suite, _mode), by_cpu in sorted(pick.items()):
         first = next(iter(by_cpu.values()))
-        t = first["targets"]
         runs_txt = []
         for cpu, r in by_cpu.items():
-            m = r.get("meets", {})
+            t, m = r["targets"], r.get("meets", {})
             txt = (f"{r['total_seconds']:.1f} s on {cpu} "
                    f"(≤ {t['fit_seconds']:.0f} s: {_met(m.get('fit_seconds'), True)}")
             if t.get("fit_to_l1") is not None:
