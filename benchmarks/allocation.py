@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"{', '.join(SHARED_CHECKPOINTS)} or a CIFAR suite with a committed base")
     ap.add_argument("--methods", default=",".join(DESIGNS))
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--metrics", default="macs,params", help="budget metrics to run (default: both)")
+    ap.add_argument("--budgets", default=None,
+                    help="comma list of fractions (default: every proxy budget of the metrics)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -77,10 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     h = C.Harness(suite, results_dir=RESULTS / "allocation", data=(train, test, model))
     h.base_meta["source"] = h.result["base"]["source"] = args.base
     methods = tuple(args.methods.split(","))
-    metrics = tuple(sorted({m for m, _ in PROXY_BUDGETS}))
-    budgets = tuple(sorted({b for _, b in PROXY_BUDGETS}))
+    metrics = tuple(args.metrics.split(","))
+    budgets = (tuple(float(b) for b in args.budgets.split(",")) if args.budgets
+               else tuple(sorted({b for _, b in PROXY_BUDGETS})))
+    pairs = tuple((m, b) for m, b in PROXY_BUDGETS if m in metrics and b in budgets)
+    if not pairs:
+        ap.error(f"no proxy budget among metrics {args.metrics} and budgets {args.budgets}; "
+                 f"the proxy budgets are {', '.join(f'{b:.0%} {m}' for m, b in PROXY_BUDGETS)}")
     cells = C.grid(methods, metrics, budgets, tuple(int(s) for s in args.seeds.split(",")),
-                   pairs=PROXY_BUDGETS)
+                   pairs=pairs)
     h.run(cells)
     return 0
 

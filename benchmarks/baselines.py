@@ -248,6 +248,47 @@ def _feature_map_readers(topology: Topology) -> dict[int, tuple[str, int]]:
     return {g: out[g] for g in prunable_groups(topology) if g in out}
 
 
+CHIP_CHUNK = 1 << 24  # float64 elements of one batch of masked Gram matrices (128 MiB)
+
+
+def chip_drop(x: torch.Tensor) -> torch.Tensor:
+    """CHIP's channel independence, summed over the batch: for each channel c, the drop of the
+    nuclear norm of the C x S feature-map matrix A of an image when row c is zeroed.
+
+    ||A||_* = Σ sqrt(eig(A Aᵀ)) = Σ sqrt(eig(Aᵀ A)). With C ≤ S, zeroing row c zeroes row and
+    column c of the C x C Gram matrix A Aᵀ; with C > S (deep layers: many channels, a small
+    map), it subtracts a_c a_cᵀ from the S x S Gram matrix Aᵀ A. Either way each channel costs
+    one min(C, S)-sized eigenproblem, not a C x S SVD; channels are done in chunks so memory
+    stays bounded (`CHIP_CHUNK`).
+
+    Args:
+        x: B x C x S feature maps.
+    Returns:
+        C drops (float64), summed over the B images.
+    """
+    x = x.double()
+    b, c, s = x.shape
+    small_side = c <= s
+    gram = (torch.einsum("bcs,bds->bcd", x, x) if small_side
+            else torch.einsum("bcs,bct->bst", x, x))  # B x k x k, k = min(C, S)
+    k = gram.shape[-1]
+    full = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)  # B
+    out = torch.zeros(c, dtype=torch.float64)
+    step = max(1, CHIP_CHUNK // max(1, b * k * k))
+    for lo in range(0, c, step):
+        idx = torch.arange(lo, min(c, lo + step))
+        if small_side:  # row and column c zeroed
+            keep = torch.ones(idx.numel(), k, dtype=x.dtype)
+            keep[torch.arange(idx.numel()), idx] = 0.0
+            masked = gram.unsqueeze(1) * (keep[:, :, None] * keep[:, None, :])[None]
+        else:  # Aᵀ A − a_c a_cᵀ
+            rows = x[:, idx, :]  # B x n x S
+            masked = gram.unsqueeze(1) - rows[..., :, None] * rows[..., None, :]
+        nuc = torch.linalg.eigvalsh(masked).clamp_min(0).sqrt().sum(-1)  # B x n
+        out[idx] = (full[:, None] - nuc).sum(0)
+    return out
+
+
 @torch.no_grad()
 def feature_map_importance(
     model: nn.Module,
@@ -287,14 +328,7 @@ def feature_map_importance(
             side = int(round(x.shape[-1] ** 0.5))
             maps = x.reshape(x.shape[0] * channels, side, -1)
             return torch.linalg.matrix_rank(maps).reshape(x.shape[0], channels).double().sum(0)
-        # ||A||_* = Σ sqrt(eig(A Aᵀ)); zeroing row c of A zeroes row and column c of the C x C
-        # Gram matrix, so every channel's drop costs one C x C eigenproblem, not a C x HW SVD.
-        gram = torch.einsum("bcs,bds->bcd", x.double(), x.double())
-        full = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)  # B
-        keep = 1.0 - torch.eye(channels, dtype=gram.dtype)  # row c: every channel but c
-        masked = gram.unsqueeze(1) * (keep[:, :, None] * keep[:, None, :])[None]
-        nuc = torch.linalg.eigvalsh(masked).clamp_min(0).sqrt().sum(-1)  # B x C
-        return (full[:, None] - nuc).sum(0)
+        return chip_drop(x)
 
     captured: dict[int, torch.Tensor] = {}
     hooks = []
@@ -339,12 +373,14 @@ NO_LIMIT = 0.99  # what SNACS(limits="none") uses as the cap of every pair
 
 def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = None,
                  metric: str = "params", lift_limits: bool = False, relax: bool = False,
-                 normalise: str = "readers") -> tuple[dict[int, list[int]], dict[str, float]]:
+                 normalise: str = "readers", latency_table=None
+                 ) -> tuple[dict[int, list[int]], dict[str, float]]:
     """The plan of a fitted pruner at another mode/target, without rescoring.
 
     `relax`: in mode "target", raise the limit fraction just enough when the target is above
     the limits (`SNACS(relax_limits=True)`); the fraction used is returned as
-    predicted["limit_fraction"]. `normalise`: see `snacs.plan.make_plan`.
+    predicted["limit_fraction"]. `normalise`: see `snacs.plan.make_plan`. `latency_table` prices
+    a latency budget (metric "latency").
     """
     from snacs.plan import make_plan, relax_limits
 
@@ -354,10 +390,10 @@ def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = 
         fraction, limits = relax_limits(
             model, pruner.topology_, pruner.scores_, pruner.limit_curves_, pruner.sensitivity_,
             target=target, fraction=pruner.limit_fraction, granularity="filter",
-            target_metric=metric, groups=pruner.groups)
+            target_metric=metric, groups=pruner.groups, latency_table=latency_table)
     plan = make_plan(model, pruner.topology_, pruner.scores_, limits, pruner.sensitivity_,
                      granularity="filter", mode=mode, target=target, target_metric=metric,
-                     groups=pruner.groups, normalise=normalise)
+                     groups=pruner.groups, normalise=normalise, latency_table=latency_table)
     pred = dict(plan.predicted)
     if fraction is not None:
         pred["limit_fraction"] = float(fraction)
@@ -391,7 +427,7 @@ def score_method(method: str, model: nn.Module, topology: Topology, data, *, see
 
 
 # methods whose budget is spread by the global allocation, so a latency table can price it
-LATENCY_METHODS = ("snacs-global", "snacs-hash-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
+LATENCY_METHODS = ("snacs", "snacs-global", "snacs-select", "snacs-hash", "snacs-hash-global", "l1", "random", "tp-magnitude", "tp-taylor", "hrank", "chip")
 
 
 def select_from_state(method: str, state, model: nn.Module, topology: Topology, *,
@@ -412,9 +448,11 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
         raise ValueError(f"{method} has no latency allocation; latency budgets take "
                          f"{', '.join(LATENCY_METHODS)}")
     if method == "snacs":
-        return snacs_remove(state, model, mode="target", target=target, metric=metric, relax=True)
+        return snacs_remove(state, model, mode="target", target=target, metric=metric, relax=True,
+                            latency_table=latency_table)
     if method == "snacs-select":
-        return _select_allocation(state, model, target=target, metric=metric, data=data)
+        return _select_allocation(state, model, target=target, metric=metric, data=data,
+                                  latency_table=latency_table)
     if method == "mint":
         return snacs_remove(state, model, mode="target", target=target, metric=metric)
     if method == "snacs-global":
@@ -430,8 +468,8 @@ def select_from_state(method: str, state, model: nn.Module, topology: Topology, 
     return select_to_budget(model, topology, state, target, metric, latency_table)
 
 
-def _select_allocation(state, model: nn.Module, *, target: float, metric: str, data
-                       ) -> tuple[dict[int, list[int]], dict[str, float]]:
+def _select_allocation(state, model: nn.Module, *, target: float, metric: str, data,
+                       latency_table=None) -> tuple[dict[int, list[int]], dict[str, float]]:
     """``SNACS(allocation="select", relax_limits=True)`` from a fitted state: the "snacs" and
     the "snacs-global" plan of the budget, the one more accurate on the fit's calibration images
     after BatchNorm re-estimation (:func:`snacs.allocation.select_allocation`, the library's own
@@ -446,11 +484,11 @@ def _select_allocation(state, model: nn.Module, *, target: float, metric: str, d
     cands = {}
     try:
         cands["limits"] = snacs_remove(state, model, mode="target", target=target, metric=metric,
-                                       relax=True)
+                                       relax=True, latency_table=latency_table)
     except TargetError:
         pass
     cands["global"] = select_from_state("snacs-global", state, model, state.topology_,
-                                        target=target, metric=metric)
+                                        target=target, metric=metric, latency_table=latency_table)
     batches = BatchLoader(data, state.batch_size, indices=state.calibration_indices_)
     name, trials = select_allocation(model, state.topology_,
                                      {k: _plan(v[0]) for k, v in cands.items()}, batches)

@@ -187,18 +187,19 @@ def test_harness_latency_budget_prices_every_method_with_one_table(tiny, tmp_pat
 
     model, topo, data = tiny
     test = synthetic("test", n_per_class=5, shape=SHAPE, seed=0)
-    suite = C.Suite("tinylat", "simplecnn", 1.0, "synthetic")
+    suite = C.Suite("tinylat", "simplecnn", 1.0, "synthetic", snacs_params={"samples_per_class": 12})
     h = C.Harness(suite, results_dir=tmp_path / "res", runs=tmp_path / "runs", finetune_per_class=10,
                   data=(data, test, model),
                   latency={"bs1_ts": {"batch_size": 1, "repeats": 3, "frozen": True}})
-    # SNACS's limits allocation has no latency pricing: no latency cell is planned for it
-    cells = C.grid(("snacs", "l1", "random"), ("latency",), (0.2,), (0,))
-    assert [c["id"] for c in cells] == ["l1__latency20__seed0", "random__latency20__seed0"]
+    # SNACS's limits allocation is priced by the same table; MINT has no latency allocation
+    cells = C.grid(("snacs", "mint", "l1", "random"), ("latency",), (0.2,), (0,))
+    assert [c["id"] for c in cells] == ["snacs__latency20__seed0", "l1__latency20__seed0",
+                                        "random__latency20__seed0"]
     h.run(cells)
     res = json.loads((tmp_path / "res" / "compare_tinylat.json").read_text())
     tab = LatencyTable.load(tmp_path / "runs" / "tinylat" / res["latency_table"]["file"])
     assert res["latency_table"]["base_ms"] == tab.base_ms
-    for cid in ("l1__latency20__seed0", "random__latency20__seed0"):
+    for cid in ("snacs__latency20__seed0", "l1__latency20__seed0", "random__latency20__seed0"):
         cell = res["cells"][cid]
         assert cell["status"] == "ok", cell.get("error")
         lt = cell["latency_target"]
@@ -236,7 +237,7 @@ def test_harness_latency_budget_prices_every_method_with_one_table(tiny, tmp_pat
         assert C.latency_table_file(suite) == bases / "tinylat.latency-table.json"
         assert not h2.done("l1__latency20__seed0")
         assert h2.latency_table().base_ms == pytest.approx(other.base_ms)
-        h2.run(cells[:1])
+        h2.run([c for c in cells if c["method"] == "l1"])
     res2 = json.loads((tmp_path / "res" / "compare_tinylat.json").read_text())
     assert res2["cells"]["l1__latency20__seed0"]["latency_target"]["table_base_ms"] == \
         pytest.approx(other.base_ms)

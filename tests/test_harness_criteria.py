@@ -94,6 +94,27 @@ def test_chip_is_nuclear_norm_drop(probe):
     assert abs(got[2]) < 1e-6 and got.max() > 0
 
 
+@pytest.mark.parametrize("c,s", [(5, 9), (9, 4), (6, 6)], ids=["C<S", "C>S", "C=S"])
+@pytest.mark.parametrize("chunk", [1 << 24, 7], ids=["one-chunk", "chunked"])
+def test_chip_drop_both_gram_sides_equal_the_svd_definition(c, s, chunk, monkeypatch):
+    """The S x S side (deep layers: more channels than map positions) and chunking over the
+    channels give the definition's nuclear-norm drops, a dead channel's drop is 0."""
+    monkeypatch.setattr(B, "CHIP_CHUNK", chunk)
+    g = torch.Generator().manual_seed(c * 10 + s)
+    x = torch.randn(3, c, s, generator=g, dtype=torch.float64)
+    x[:, 1] = 0.0
+    ref = np.zeros(c)
+    for a in x.numpy():
+        full = np.linalg.svd(a, compute_uv=False).sum()
+        for k in range(c):
+            b = a.copy()
+            b[k] = 0
+            ref[k] += full - np.linalg.svd(b, compute_uv=False).sum()
+    got = B.chip_drop(x).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-7)
+    assert abs(got[1]) < 1e-7 and (np.delete(got, 1) > 0).all()
+
+
 def test_dense_row_removes_nothing(probe):
     model, topo, data = probe
     remove, pred = B.select_from_state("dense", B.score_method("dense", model, topo, data, seed=0),
@@ -146,3 +167,38 @@ def test_cosine_step_schedule_reaches_zero():
     assert lr_at(cfg, 0) == pytest.approx(0.01)
     assert lr_at(cfg, 0.5) == pytest.approx(0.005)
     assert lr_at(cfg, 0.999) < 1e-7
+
+
+@pytest.mark.slow
+def test_every_cifar_method_runs_on_mobilenetv2(tmp_path):
+    """The MobileNetV2 suite's methods on a small MobileNetV2 (depthwise and residual groups)
+    through the harness, before a base trained for hours meets them: every cell ends `ok`, at
+    the MAC budget within the harness's tolerance."""
+    from benchmarks import compare as C
+
+    import snacs
+    from snacs.data import synthetic
+
+    torch.manual_seed(0)
+    model = snacs.create_model("mobilenetv2", width=0.25).eval()
+    shape = (3, 32, 32)
+    train = synthetic("train", n_per_class=10, shape=shape, seed=0)
+    test = synthetic("test", n_per_class=4, shape=shape, seed=0)
+    suite = C.Suite("tinymbv2", "mobilenetv2", 0.25, "synthetic", recalibrate_bn=True,
+                    methods=C.CIFAR_METHODS + ("snacs-select",),
+                    snacs_params={"samples_per_class": 10},
+                    finetune={**C.CIFAR_FINETUNE, "batch_size": 25}, finetune_per_class=None,
+                    budgets=(("macs", 0.5),))
+    h = C.Harness(suite, results_dir=tmp_path / "res", runs=tmp_path / "runs",
+                  data=(train, test, model), latency={"bs1": {"batch_size": 1, "repeats": 1}})
+    cells = C.grid(suite.methods, ("macs",), (0.5,), (0,), pairs=suite.budgets)
+    assert {c["method"] for c in cells} == set(suite.methods)
+    h.run(cells)
+    res = json.loads((tmp_path / "res" / "compare_tinymbv2.json").read_text())
+    for c in cells:
+        cell = res["cells"][c["id"]]
+        assert cell["status"] == "ok", (c["id"], cell)
+        assert 0.0 <= cell["accuracy_finetuned"] <= 100.0
+        if c["metric"] == "macs":
+            assert cell["macs_removed_pct"] >= 49.5, (c["id"], cell["macs_removed_pct"])
+            assert cell["macs_after"] < cell["macs_before"]

@@ -155,8 +155,9 @@ def test_latency_target_with_a_given_table_meets_it_with_the_fewest_channels(mod
 
 
 def test_latency_target_timed_here_records_each_measured_plan(model, data):
-    # at 16 x 16 and batch 1 about a third of this small network's time is not in its channels
-    s = snacs.SNACS(target=0.2, target_metric="latency", samples_per_class=10, groups=8,
+    # at 16 x 16 and batch 1 about a third of this small network's time is not in its channels,
+    # and the timed table's reach varies from run to run (seen 18.5 %): 10 % is always reachable
+    s = snacs.SNACS(target=0.1, target_metric="latency", samples_per_class=10, groups=8,
                     latency_rounds=2).fit(model, data)
     lat = s.latency_
     assert lat["table"] == "timed here" and 1 <= len(lat["rounds"]) <= 2
@@ -166,7 +167,7 @@ def test_latency_target_timed_here_records_each_measured_plan(model, data):
     assert lat["measured_removed"] in [r["measured_removed"] for r in lat["rounds"]]
     if len(lat["rounds"]) == 2:  # the second aim moved by the first plan's measured miss
         r0, r1 = lat["rounds"]
-        assert r1["aimed"] == pytest.approx(min(0.99, max(0.01, r0["aimed"] + 0.2 - r0["measured_removed"])))
+        assert r1["aimed"] == pytest.approx(min(0.99, max(0.01, r0["aimed"] + 0.1 - r0["measured_removed"])))
     assert "latency_table" in s.timings_
 
 
@@ -204,10 +205,49 @@ def test_allocation_auto_follows_the_target_metric(model, data):
     assert lim.allocation_ == "limits" and lim.limits_  # the probe limits are computed
 
 
+def test_latency_target_with_the_limits_and_select_allocations(model, data):
+    """The limit-based plan priced by the latency table: the same plan `make_plan` makes from
+    the fitted limits at that target; above the limits only with relax_limits; "select" keeps
+    one of the two latency plans by calibration accuracy."""
+    from snacs.errors import TargetError
+    from snacs.plan import make_plan
+
+    tab = _linear_table(model)
+    kw = dict(target_metric="latency", latency_table=tab, samples_per_class=10, groups=8)
+    lim = snacs.SNACS(target=0.2, allocation="limits", **kw).fit(model, data)
+    assert lim.allocation_ == "limits" and lim.limit_curves_ and lim.limit_fraction_ == 0.7
+    assert lim.latency_["predicted_removed"] >= 0.2
+    ref = make_plan(model, lim.topology_, lim.scores_, lim.limits_, lim.sensitivity_,
+                    granularity="filter", mode="target", target=0.2, target_metric="latency",
+                    groups=8, latency_table=tab)
+    assert lim.plan_.checksum() == ref.checksum()
+    assert tab.predicted_removal(kept_channels(model, lim.topology_, lim.plan_)) == pytest.approx(
+        lim.latency_["predicted_removed"])
+    # the global plan of the same target differs in where it removes
+    glob = snacs.SNACS(target=0.2, **kw).fit(model, data)
+    assert glob.plan_.checksum() != lim.plan_.checksum()
+    # above what the limits allow: refused, or the fraction raised just enough
+    top = make_plan(model, lim.topology_, lim.scores_, lim.limits_, lim.sensitivity_,
+                    granularity="filter", mode="global", q=1.0, groups=8, latency_table=tab)
+    high = min(0.95, top.predicted["latency_removed"] + 0.05)
+    with pytest.raises(TargetError, match="beyond what the per-layer limits allow"):
+        snacs.SNACS(target=high, allocation="limits", **kw).fit(model, data)
+    rel = snacs.SNACS(target=high, allocation="limits", relax_limits=True, **kw).fit(model, data)
+    assert rel.limit_fraction_ > 0.7 and rel.latency_["predicted_removed"] >= high
+    sel = snacs.SNACS(target=0.2, allocation="select", **kw).fit(model, data)
+    assert sel.allocation_ in ("limits", "global")
+    assert set(sel.allocation_trials_) == {"limits", "global"}
+    kept_plan = lim.plan_ if sel.allocation_ == "limits" else glob.plan_
+    assert sel.plan_.checksum() == kept_plan.checksum()
+    assert sel.latency_["predicted_removed"] >= 0.2
+    with pytest.raises(ConfigError, match="latency table"):
+        make_plan(model, lim.topology_, lim.scores_, lim.limits_, lim.sensitivity_,
+                  granularity="filter", mode="target", target=0.2, target_metric="latency")
+
+
 @pytest.mark.parametrize("kw,msg", [
     (dict(target_metric="latency"), "needs a target"),
     (dict(target=0.5, target_metric="latency", granularity="connection"), "granularity='filter'"),
-    (dict(target=0.5, target_metric="latency", allocation="limits"), "global allocation"),
     (dict(target=0.5, target_metric="latency", latency_batch_size=0), "latency_batch_size"),
     (dict(target=0.5, target_metric="latency", latency_threads=0), "latency_threads"),
     (dict(target=0.5, target_metric="latency", latency_table=3), "latency_table must be"),

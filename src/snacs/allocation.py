@@ -45,12 +45,7 @@ def predicted_counts(model: nn.Module, topology: Topology, plan, latency_table=N
 
     counts = count_plan(model, topology, plan)
     if latency_table is not None:
-        from snacs.latency import kept_channels
-
-        kept = kept_channels(model, topology, plan)
-        counts["latency_before_ms"] = latency_table.predict_ms({})
-        counts["latency_after_ms"] = latency_table.predict_ms(kept)
-        counts["latency_removed"] = latency_table.predicted_removal(kept)
+        counts.update(latency_table.price(model, topology, plan))
     return counts
 
 

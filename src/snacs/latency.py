@@ -140,6 +140,12 @@ class LatencyTable:
         full = self.other_ms + self.layers_full_ms
         return 1.0 - self.predict_ms(kept) / full if full > 0 else 0.0
 
+    def price(self, model: nn.Module, topology, plan) -> dict[str, float]:
+        """The predicted latency before and after a filter plan, and the share removed."""
+        kept = kept_channels(model, topology, plan)
+        return {"latency_before_ms": self.predict_ms({}), "latency_after_ms": self.predict_ms(kept),
+                "latency_removed": self.predicted_removal(kept)}
+
     # -- files
     def check_model(self, model: nn.Module, input_shape: Sequence[int]) -> None:
         """The table must describe this model: the same layers with the same channels."""

@@ -233,6 +233,7 @@ def make_plan(
     target_metric: str = "params",
     groups: int = 64,
     normalise: str = "readers",
+    latency_table=None,
 ) -> Plan:
     """Build the plan for one granularity and mode (see module docstring).
 
@@ -241,6 +242,8 @@ def make_plan(
     reading it (the default); "mean" by the layer's mean importance (torch-pruning's normaliser);
     "cost" additionally by what removing one of its channels saves in `target_metric` (weights
     or MACs). The latter two are used by the `benchmarks.above_limits` ablation.
+    `latency_table` (a :class:`snacs.latency.LatencyTable`) prices a filter plan's latency, for
+    ``target_metric="latency"``: q is then bisected on the predicted latency removed.
     """
     if granularity not in GRANULARITIES:
         raise ConfigError(f"unknown granularity {granularity!r}; choose filter or connection")
@@ -269,6 +272,8 @@ def make_plan(
             plan.keep = {k: v.tolist()
                          for k, v in _connection_plan(topology, scores, lim, sens, qv).items()}
         plan.predicted = count_plan(model, topology, plan)
+        if latency_table is not None and granularity == "filter":
+            plan.predicted.update(latency_table.price(model, topology, plan))
         return plan
 
     if mode == "ul":
@@ -278,11 +283,9 @@ def make_plan(
             raise ConfigError(f"mode 'global' needs a quantile q in [0, 1], got {q}")
         return build(q)
     # target
-    if target_metric not in ("params", "macs"):
-        raise ConfigError(f"target metric must be 'params' or 'macs', got {target_metric!r}")
+    key = _target_key(target_metric, latency_table, granularity)
     if target is None or not 0.0 < target < 1.0:
         raise TargetError(f"target must be a fraction in (0, 1) to remove, got {target}")
-    key = "weights_removed" if target_metric == "params" else "macs_removed"
     best = build(1.0)
     if best.predicted[key] < target:
         raise TargetError(
@@ -304,6 +307,17 @@ def make_plan(
     return best
 
 
+def _target_key(target_metric: str, latency_table, granularity: str) -> str:
+    """The predicted count a target is met on; a latency target needs a table and filters."""
+    if target_metric not in ("params", "macs", "latency"):
+        raise ConfigError(f"target metric must be 'params', 'macs' or 'latency', got {target_metric!r}")
+    if target_metric == "latency" and (latency_table is None or granularity != "filter"):
+        raise ConfigError("a latency target needs filter granularity and a latency table "
+                          "(snacs.latency.measure_table, or `snacs latency-table`)")
+    return {"params": "weights_removed", "macs": "macs_removed",
+            "latency": "latency_removed"}[target_metric]
+
+
 def relax_limits(
     model: nn.Module,
     topology: Topology,
@@ -317,6 +331,7 @@ def relax_limits(
     target_metric: str = "params",
     groups: int = 64,
     tol: float = 1e-3,
+    latency_table=None,
 ) -> tuple[float, dict[str, float]]:
     """The smallest limit fraction f ≥ `fraction` whose limits allow `target`, and those limits.
 
@@ -324,16 +339,17 @@ def relax_limits(
     pair's limit grows by how flat its own curve is: layers whose probe accuracy holds up give
     way first, layers whose accuracy falls steeply stay protected. f is found by bisection
     (each pair's limit, and so the reachable share, only grows with f). At f = 1 every rate of
-    the grid is allowed; a target beyond that raises TargetError.
+    the grid is allowed; a target beyond that raises TargetError. A latency target is priced by
+    `latency_table`, as in :func:`make_plan`.
     """
-    key = "weights_removed" if target_metric == "params" else "macs_removed"
+    key = _target_key(target_metric, latency_table, granularity)
 
     def limits_at(f: float) -> dict[str, float]:
         return {k: limit_at(c.rates, c.accuracy, f)[0] for k, c in curves.items()}
 
     def reach(f: float) -> float:
         plan = make_plan(model, topology, scores, limits_at(f), sens, granularity=granularity,
-                         mode="global", q=1.0, groups=groups)
+                         mode="global", q=1.0, groups=groups, latency_table=latency_table)
         return plan.predicted[key]
 
     if reach(fraction) >= target:

@@ -81,7 +81,9 @@ class SNACS:
             "ul" with "global", the budget is what the limit-based plan removes (in
             `target_metric`) and only where it is taken from changes. In mode "target" the
             global allocation does not use the probe limits, so they are not computed.
-            "select" (mode "target", parameter or MAC target): both plans are made and the one
+            A latency target works with every allocation: the limit-based plan is then bisected
+            on the latency table's prediction, as the global one is.
+            "select" (mode "target", any target metric): both plans are made and the one
             whose pruned model, BatchNorm re-estimated on the calibration images, is more
             accurate on them is kept (`allocation_` names it, `allocation_trials_` holds both
             accuracies); it costs the probe limits and two passes over the calibration images
@@ -280,10 +282,6 @@ class SNACS:
         if self.granularity != "filter":
             raise ConfigError("a latency target removes whole filters; use granularity='filter' "
                               "(masked connections do not make the model faster)")
-        if self.allocation in ("limits", "select"):
-            raise ConfigError("target_metric='latency' is spread by the global allocation (the "
-                              "limit-based plan has no latency pricing); use allocation='auto' "
-                              "(the default) or 'global'")
         for name in ("latency_batch_size", "latency_rounds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -429,7 +427,7 @@ class SNACS:
         c = time.process_time()
         self.limit_fraction_ = self.limit_fraction if self.limits_ and self.limits == "probe" else None
         if (self.mode == "target" and self.relax_limits and self.limit_curves_
-                and self.allocation_ in ("limits", "select")):
+                and self.allocation_ in ("limits", "select") and self.target_metric != "latency"):
             from snacs.plan import relax_limits
 
             self.limit_fraction_, self.limits_ = relax_limits(
@@ -437,7 +435,7 @@ class SNACS:
                 target=float(self.target), fraction=self.limit_fraction,
                 granularity=self.granularity, target_metric=self.target_metric,
                 groups=self.groups)
-        if self.allocation_ == "global" and self.target_metric == "latency":
+        if self.target_metric == "latency":  # relaxed per aimed latency, in the plan makers
             self.plan_ = self._latency_plan(model)
         elif self.allocation_ == "global":
             self.plan_ = self._global_plan(model)
@@ -497,10 +495,63 @@ class SNACS:
                 "channels: ask for less, or measure at a larger batch size")
 
     def _latency_plan(self, model: nn.Module):
-        """A latency target: the global allocation priced by the latency table; when the table
-        was timed here, each plan's pruned model is timed and the target raised (or lowered) by
-        the measured miss, keeping the plan closest to the target among those that meet it."""
+        """A latency target, spread by the resolved allocation and priced by the latency table.
+
+        "global" and "limits" make their plan by :meth:`_latency_rounds`; "select" makes both and
+        keeps the one more accurate on the calibration images, as for the other metrics."""
+        from snacs.errors import TargetError
+
+        makers = {"global": self._global_latency_maker, "limits": self._limits_latency_maker}
+        if self.allocation_ != "select":
+            plan, self.latency_, extra = self._latency_rounds(model, makers[self.allocation_])
+            self.limit_fraction_ = extra.get("limit_fraction")
+            return plan
+        cands, records, why = {}, {}, None
+        for name in ("limits", "global"):
+            try:
+                plan, record, extra = self._latency_rounds(model, makers[name])
+            except TargetError as e:
+                if name == "global":
+                    raise
+                why = str(e)
+                continue
+            cands[name], records[name] = plan, (record, extra)
+        name = self._choose(model, cands, why)
+        self.latency_, extra = records[name]
+        self.limit_fraction_ = extra.get("limit_fraction")
+        return cands[name]
+
+    def _global_latency_maker(self, model: nn.Module, aim: float):
         from snacs.allocation import plan_global
+
+        plan = plan_global(model, self.topology_, self.scores_, self.sensitivity_, target=aim,
+                           metric="latency", groups=self.groups, latency_table=self._latency_table_)
+        plan.limits = {}
+        return plan, {}
+
+    def _limits_latency_maker(self, model: nn.Module, aim: float):
+        """The limit-based plan of an aimed latency removal; with `relax_limits`, the limit
+        fraction raised just enough for that aim (as for a parameter or MAC target)."""
+        from snacs.plan import make_plan, relax_limits
+
+        table = self._latency_table_
+        limits = self.limits_
+        fraction = self.limit_fraction if limits and self.limits == "probe" else None
+        if self.relax_limits and self.limit_curves_:
+            fraction, limits = relax_limits(
+                model, self.topology_, self.scores_, self.limit_curves_, self.sensitivity_,
+                target=aim, fraction=self.limit_fraction, granularity="filter",
+                target_metric="latency", groups=self.groups, latency_table=table)
+        plan = make_plan(model, self.topology_, self.scores_, limits, self.sensitivity_,
+                         granularity="filter", mode="target", target=aim, target_metric="latency",
+                         groups=self.groups, latency_table=table)
+        return plan, {"limit_fraction": fraction}
+
+    def _latency_rounds(self, model: nn.Module, maker):
+        """(plan, record, extra) for the latency target: `maker(model, aim)` makes the plan of
+        an aimed predicted removal; when the table was timed here, each plan's pruned model is
+        timed and the aim raised (or lowered) by the measured miss, keeping the plan closest to
+        the target among those that meet it."""
         from snacs.apply import apply_plan
         from snacs.distributed import from_rank0
         from snacs.errors import TargetError
@@ -508,19 +559,17 @@ class SNACS:
 
         table, here = self._latency_table_, self._latency_here
         target, tol = float(self.target), 0.02
-        aim, tried = target, []  # (plan, record) per round
+        aim, tried = target, []  # (plan, record, extra) per round
         for _ in range(self.latency_rounds if here else 1):
             try:
-                plan = plan_global(model, self.topology_, self.scores_, self.sensitivity_,
-                                   target=aim, metric="latency", groups=self.groups,
-                                   latency_table=table)
+                plan, extra = maker(model, aim)
             except TargetError:
                 if not tried:
                     raise
                 break  # a corrected aim beyond what the table allows: keep the plans so far
             plan.mode = self.mode
             row = {"aimed": aim, "predicted_removed": plan.predicted["latency_removed"]}
-            tried.append((plan, row))
+            tried.append((plan, row, extra))
             if not here:
                 break
             pruned = apply_plan(model, self.topology_, plan)
@@ -535,22 +584,21 @@ class SNACS:
             aim = nxt
         if here:  # closest among the plans that meet the target (within tol), else the most removed
             meets = [t for t in tried if t[1]["measured_removed"] >= target - tol]
-            plan, chosen = (min(meets, key=lambda t: abs(t[1]["measured_removed"] - target)) if meets
-                            else max(tried, key=lambda t: t[1]["measured_removed"]))
+            plan, chosen, extra = (min(meets, key=lambda t: abs(t[1]["measured_removed"] - target))
+                                   if meets else max(tried, key=lambda t: t[1]["measured_removed"]))
         else:
-            plan, chosen = tried[0]
-        self.latency_ = {"target": target, "batch_size": table.batch_size, "threads": table.threads,
-                         "table": "timed here" if here else "given", "base_ms_table": table.base_ms,
-                         "predicted_removed": chosen["predicted_removed"],
-                         "measured_removed": chosen.get("measured_removed"),
-                         "base_ms": chosen.get("base_ms"), "pruned_ms": chosen.get("pruned_ms"),
-                         "rounds": [r for _, r in tried]}
+            plan, chosen, extra = tried[0]
+        record = {"target": target, "batch_size": table.batch_size, "threads": table.threads,
+                  "table": "timed here" if here else "given", "base_ms_table": table.base_ms,
+                  "predicted_removed": chosen["predicted_removed"],
+                  "measured_removed": chosen.get("measured_removed"),
+                  "base_ms": chosen.get("base_ms"), "pruned_ms": chosen.get("pruned_ms"),
+                  "rounds": [r for _, r, _ in tried]}
         if here and chosen["measured_removed"] < target - tol:
             log.warning("latency target %.0f%%: the best plan removes %.1f%% of the measured "
                         "latency (predicted %.1f%%)", 100 * target, 100 * chosen["measured_removed"],
                         100 * chosen["predicted_removed"])
-        plan.limits = {}
-        return plan
+        return plan, record, extra
 
     def _global_plan(self, model: nn.Module):
         """allocation='global': the target (or, in mode 'ul', the limits' budget) spread by
@@ -577,8 +625,6 @@ class SNACS:
         """allocation='select': the limit-based and the global plan of the target, the one whose
         pruned model (BatchNorm re-estimated on the calibration images) is more accurate on
         them. A target above the limits (without relax_limits) leaves the global plan alone."""
-        from snacs.allocation import select_allocation
-        from snacs.distributed import from_rank0
         from snacs.errors import TargetError
         from snacs.plan import make_plan
 
@@ -591,18 +637,27 @@ class SNACS:
         except TargetError as e:
             why = str(e)
         cands["global"] = self._global_plan(model)
+        name = self._choose(model, cands, why)
+        if name != "limits":
+            self.limit_fraction_ = None  # the limits did not decide the plan
+        return cands[name]
+
+    def _choose(self, model: nn.Module, cands: dict, why: str | None) -> str:
+        """allocation='select': the candidate plan whose pruned model, BatchNorm re-estimated on
+        the calibration images, is more accurate on them; `why` says why "limits" is missing."""
+        from snacs.allocation import select_allocation
+        from snacs.distributed import from_rank0
+
         batches = self._calibration_batches
         # compared on rank 0 and shared, so every rank of a torchrun keeps the same plan
         name, trials = from_rank0(lambda: select_allocation(model, self.topology_, cands, batches))
         self.allocation_, self.allocation_trials_ = name, trials
         if why is not None:
             self.allocation_trials_["limits"] = {"unreachable": why}
-        if name != "limits":
-            self.limit_fraction_ = None  # the limits did not decide the plan
         log.info("allocation: %s (%s)", name, ", ".join(
             f"{k} {v['accuracy']:.2f} %" if "accuracy" in v else f"{k} unreachable"
             for k, v in self.allocation_trials_.items()))
-        return cands[name]
+        return name
 
     def _calibration_size(self, data, batches) -> tuple[int, int | None]:
         """(N, number of classes) of the calibration set, without loading a lazy dataset."""
