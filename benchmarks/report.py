@@ -1072,8 +1072,8 @@ def readme_block(results_dir: Path, md_link: str = "BENCHMARKS.md") -> str:
                   "the count per cell), the other metric removed in brackets, in heavy type where SNACS's "
                   "default is at least the best baseline. \"SNACS default\" is what `snacs prune "
                   "--target` does (`--allocation auto`: the limits allocation for a parameter "
-                  "target, with `--relax-limits` above the limits, the global one for a MAC "
-                  "or latency target; latency: frozen TorchScript, batch 1, 1 thread, priced by "
+                  "or latency target, with `--relax-limits` above the limits, the global one for "
+                  "a MAC target; latency: frozen TorchScript, batch 1, 1 thread, priced by "
                   "the suite's committed per-layer table); the two allocations are also shown alone. \"auto\" is the automatic "
                   "mode (`ul`), which picks its own budget.", ""]
         lines += _table(["suite", "budget", "SNACS default", "SNACS, limits alloc.",

@@ -267,7 +267,7 @@ def train_config(args, **over):
               schedule=args.schedule, milestones=tuple(args.milestones or ()), gamma=args.gamma,
               batch_size=args.batch_size or rec.get("batch_size", 128),
               augment=args.augment if args.augment is not None else rec.get("augment", True),
-              bf16=args.bf16,
+              bf16=args.bf16, channels_last=getattr(args, "channels_last", False),
               val_fraction=args.val_fraction, seed=args.seed, momentum=args.momentum,
               steps_per_epoch=args.steps_per_epoch,
               track_test=getattr(args, "track_test", False))
@@ -355,6 +355,9 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, wd: fl
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="turn off random crop and flip")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU")
+    p.add_argument("--channels-last", action="store_true",
+                   help="train in the NHWC memory layout (faster on CPU for depthwise convs, "
+                        "e.g. MobileNetV2; the saved model is in the usual layout)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the training split held out for model selection (default: %(default)s)")
     p.add_argument("--steps-per-epoch", type=int, default=None,

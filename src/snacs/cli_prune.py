@@ -103,8 +103,8 @@ def add_commands(sub) -> None:
                         "ranked across all layers, the lowest removed until the target is met; "
                         "filter granularity), select (both, keeping the one more accurate on the "
                         "calibration images after BatchNorm re-estimation; any target metric), "
-                        "or auto: limits for a parameter target, global for a MAC or "
-                        "latency target (default: %(default)s)")
+                        "or auto: limits for a parameter or latency target, global for a "
+                        "MAC target (default: %(default)s)")
     g.add_argument("--grid-step", type=int, default=5,
                    help="step of the probe's pruning-rate grid, percent (default: %(default)s)")
     g.add_argument("--probe", choices=["svm", "linear", "ncm"], default="svm",

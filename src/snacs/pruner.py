@@ -70,10 +70,11 @@ class SNACS:
             then grows by how flat its own probe curve is. The fraction used is
             `limit_fraction_`. Only with limits="probe".
         allocation: how a target is spread across layers (filter granularity). "auto" (the
-            default): "limits" for a parameter target and for modes "ul" and "global", "global"
-            for a MAC or latency target (chosen by the CIFAR-10 ResNet-56 suite, BENCHMARKS.md:
-            the limit-based plan wins at equal parameters, the global ranking at equal MACs); the
-            choice made is `allocation_`. "limits": each
+            default): "limits" for a parameter or latency target and for modes "ul" and
+            "global", "global" for a MAC target (chosen by the CIFAR-10 suites, BENCHMARKS.md:
+            the limit-based plan wins at equal parameters and at equal latency on ResNet-56 and
+            VGG16, the global ranking at equal MACs on ResNet-56); the choice made is
+            `allocation_`. "limits": each
             layer pruned within its probe limit, one score quantile for all (SPEC §6);
             "global": the layer-mean-normalised ACMI of every filter group ranked across all
             layers, the lowest removed until the target is met (`snacs.allocation`), the best
@@ -298,8 +299,7 @@ class SNACS:
         """The allocation `fit` uses: `allocation`, with "auto" decided by mode and metric."""
         if self.allocation != "auto":
             return self.allocation
-        if self.granularity == "filter" and self.mode == "target" and self.target_metric in (
-                "macs", "latency"):
+        if self.granularity == "filter" and self.mode == "target" and self.target_metric == "macs":
             return "global"
         return "limits"
 
