@@ -534,6 +534,23 @@ def planned_not_run(res: dict) -> list[str]:
     return lines
 
 
+def _base_training(run: Path) -> str:
+    """Where a base's committed, unfinished training stands (its resumable last.pt)."""
+    last = run / "last.pt"
+    if not last.is_file():
+        return ""
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    hist = (state.get("result") or {}).get("history") or []
+    epochs = (state.get("config") or {}).get("epochs")
+    acc = hist[-1].get("test_accuracy") if hist else None
+    return (f"; its training is under way: {state.get('epoch', -1) + 1} of {epochs} epochs done"
+            + (f", test accuracy {acc:.2f} % after the last" if acc is not None else "")
+            + f" (resumable: `benchmarks/bases/training/{run.name}/last.pt`, see the README "
+            "beside it)")
+
+
 def suites_not_started(started: set, bases: Path | None = None) -> list[str]:
     """A line for every harness suite with no result file: why (its base is not committed yet,
     or it is and no cell has run)."""
@@ -546,7 +563,7 @@ def suites_not_started(started: set, bases: Path | None = None) -> list[str]:
             continue
         if suite.base_file and not (bases / suite.base_file).is_file():
             why = (f"its base (`benchmarks/bases/{suite.base_file}`) is not trained and "
-                   "committed yet")
+                   "committed yet") + _base_training(bases / "training" / name)
         else:
             why = "no cell has run yet"
         out += [f"### {name}", "", f"No cells: {why}.", ""]

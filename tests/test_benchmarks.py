@@ -731,6 +731,15 @@ def test_report_names_suites_with_no_cells_and_why(monkeypatch, tmp_path):
     lines = report.suites_not_started({"c"}, bases=tmp_path)
     assert lines == ["### a", "", "No cells: its base (`benchmarks/bases/a.pt`) is not trained "
                      "and committed yet.", "", "### b", "", "No cells: no cell has run yet.", ""]
+    # a committed, unfinished training of a's base: how far it got
+    run = tmp_path / "training" / "a"
+    run.mkdir(parents=True)
+    torch.save({"epoch": 2, "config": {"epochs": 40},
+                "result": {"history": [{"test_accuracy": 50.0}, {"test_accuracy": 61.25},
+                                       {"test_accuracy": 66.5}]}}, run / "last.pt")
+    line = report.suites_not_started({"b", "c"}, bases=tmp_path)[2]
+    assert "not trained and committed yet; its training is under way: 3 of 40 epochs done, " \
+           "test accuracy 66.50 % after the last" in line and "training/a/last.pt" in line
 
 
 def test_ul_judged_against_the_best_baselines_curve():
