@@ -36,7 +36,9 @@ def budget_key(metric: str) -> str:
     from a latency table) that a budget metric is measured by."""
     if metric not in BUDGET_METRICS:
         raise TargetError(f"budget metric must be 'params', 'macs' or 'latency', got {metric!r}")
-    return {"params": "weights_removed", "macs": "macs_removed", "latency": "latency_removed"}[metric]
+    from snacs.plan import BUDGET_KEYS
+
+    return BUDGET_KEYS[metric]
 
 
 def predicted_counts(model: nn.Module, topology: Topology, plan, latency_table=None) -> dict[str, float]:

@@ -307,15 +307,18 @@ def make_plan(
     return best
 
 
+# the predicted count (count_plan, plus latency_removed from a latency table) each metric is met on
+BUDGET_KEYS = {"params": "weights_removed", "macs": "macs_removed", "latency": "latency_removed"}
+
+
 def _target_key(target_metric: str, latency_table, granularity: str) -> str:
     """The predicted count a target is met on; a latency target needs a table and filters."""
-    if target_metric not in ("params", "macs", "latency"):
+    if target_metric not in BUDGET_KEYS:
         raise ConfigError(f"target metric must be 'params', 'macs' or 'latency', got {target_metric!r}")
     if target_metric == "latency" and (latency_table is None or granularity != "filter"):
         raise ConfigError("a latency target needs filter granularity and a latency table "
                           "(snacs.latency.measure_table, or `snacs latency-table`)")
-    return {"params": "weights_removed", "macs": "macs_removed",
-            "latency": "latency_removed"}[target_metric]
+    return BUDGET_KEYS[target_metric]
 
 
 def relax_limits(

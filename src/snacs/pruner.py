@@ -535,8 +535,7 @@ class SNACS:
         from snacs.plan import make_plan, relax_limits
 
         table = self._latency_table_
-        limits = self.limits_
-        fraction = self.limit_fraction if limits and self.limits == "probe" else None
+        limits, fraction = self.limits_, self.limit_fraction_  # as fit set them, unrelaxed
         if self.relax_limits and self.limit_curves_:
             fraction, limits = relax_limits(
                 model, self.topology_, self.scores_, self.limit_curves_, self.sensitivity_,

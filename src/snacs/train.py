@@ -145,9 +145,8 @@ def train(
     else:
         train_idx, val_idx = torch.arange(len(labels)), None
 
-    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
-        model.to(memory_format=fmt)
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
@@ -195,7 +194,7 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = lr_at(config, epoch + step / max(steps, 1))
             if config.channels_last:
-                x = x.contiguous(memory_format=fmt)
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 logits = net(x)
                 loss = nn.functional.cross_entropy(logits.float(), y)
