@@ -791,9 +791,11 @@ def _scoring_real(runs: list[dict], res: dict) -> list[str]:
         out += ["Weights: " + "; ".join(srcs) + ".", ""]
         split = [_probe_split(r) for r in runs if r.get("status") == "ok" and r.get("probe_cost")]
         if split:
-            out += ["Where the limits stage goes (sums over the layer pairs; the fit is libsvm, "
-                    "one thread; the predictions are `snacs.limits.svm_predict`, every distinct "
-                    "pruning mask of the rate grid times N samples):", ""]
+            out += ["Where the limits stage goes (sums over the layer pairs, so with the pairs "
+                    "probed side by side, one per torch thread, the sums exceed the stage's wall "
+                    "time; each fit is libsvm on one thread; the predictions are "
+                    "`snacs.limits.svm_predict`, every distinct pruning mask of the rate grid "
+                    "times N samples):", ""]
             out += [f"* {s}" for s in split] + [""]
     for k, v in sorted(skipped.items()):
         out += [f"* {k}: not measured: {v}.", ""]

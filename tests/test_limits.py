@@ -51,3 +51,64 @@ def test_limit_result_cost_is_recorded_but_not_part_of_the_result():
     b = dataclasses.replace(a, cost={"fit_seconds": 2.0})
     assert a == b and a.to_dict() == b.to_dict() and "cost" not in a.to_dict()
     assert a != dataclasses.replace(a, limit=0.4)
+
+
+def _fit_limits(model, data, threads: int):
+    import snacs
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        p = snacs.SNACS(mode="ul", estimator="gaussian", samples_per_class=20, groups=4,
+                        seed=0).fit(model, data)
+        assert torch.get_num_threads() == threads  # the caller's setting, given back
+        return p
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pairs_probed_side_by_side_give_the_limits_of_one_thread(synth, monkeypatch):
+    """With two torch threads the pairs are probed two at a time, each in its own thread on
+    one torch thread; the curves and limits are those of one thread, pair for pair."""
+    import threading
+
+    import snacs
+    import snacs.limits as L
+
+    model = snacs.create_model("resnet20", width=0.25).eval()
+    one = _fit_limits(model, synth, 1)
+    seen, real = [], L._pair_limit
+
+    def spy(*a, **kw):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(L, "_pair_limit", spy)
+    two = _fit_limits(model, synth, 2)
+    assert len(seen) == len(one.limit_curves_) > 2
+    assert all(name.startswith("snacs-limits") and n == 1 for name, n in seen)
+    assert len({name for name, _ in seen}) == 2  # both threads took pairs
+    assert list(two.limit_curves_) == list(one.limit_curves_)  # the topology's order
+    assert two.limit_curves_ == one.limit_curves_ and two.limits_ == one.limits_
+
+
+def test_a_failing_pair_stops_the_threads_and_gives_back_the_torch_threads(synth, monkeypatch):
+    import snacs
+    import snacs.limits as L
+
+    model = snacs.create_model("resnet20", width=0.25).eval()
+    calls, real = [], L._pair_limit
+
+    def fail(pair, *a, **kw):
+        calls.append(pair.name)
+        if len(calls) == 3:
+            raise MemoryError(f"no room for {pair.name}")
+        return real(pair, *a, **kw)
+
+    monkeypatch.setattr(L, "_pair_limit", fail)
+    with pytest.raises(MemoryError, match="no room"):
+        _fit_limits(model, synth, 2)
+    from snacs.pairs import find_topology
+
+    # the pairs not started when the error came were dropped, not all probed
+    assert len(calls) < len(find_topology(model, (3, 32, 32)).pairs)

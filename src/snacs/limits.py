@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -299,15 +300,16 @@ def _limits_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
                   scores: dict[str, np.ndarray], labels: np.ndarray, *, granularity: str,
                   rates: np.ndarray, fraction: float, probe: str, seed: int, progress: bool
                   ) -> dict[str, LimitResult]:
-    """The limits of `pairs`, in this process."""
-    modules = dict(model.named_modules())
-    out: dict[str, LimitResult] = {}
-    it = pairs
-    if progress:
-        from tqdm.auto import tqdm
+    """The limits of `pairs`, in this process.
 
-        it = tqdm(it, desc="limits", leave=False, dynamic_ncols=True)
-    for p in it:
+    With several torch threads, the pairs run side by side, one per thread, each on one torch
+    thread: the probe's fit (libsvm) is single-threaded and releases the GIL, and the
+    predictions are many small products that lose more to splitting each of them across
+    threads than they gain. Each pair's result depends only on its own inputs and `seed`.
+    """
+    modules = dict(model.named_modules())
+
+    def one(p: LayerPair) -> LimitResult:
         mod = modules[p.child]
         bias = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
         w = child_weight(model, p)
@@ -316,7 +318,52 @@ def _limits_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
             # output is held at its measured value, A_c − A_p·Wᵀ of this slice, per sample
             w_sum = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)
             bias = acts.children[p.name] - acts.parents[p.name] @ w_sum.T
-        out[p.name] = _pair_limit(p, scores[p.name], acts.parents[p.name], w, bias, labels,
-                                  granularity=granularity, rates=rates, fraction=fraction,
-                                  probe=probe, seed=seed)
-    return out
+        return _pair_limit(p, scores[p.name], acts.parents[p.name], w, bias, labels,
+                           granularity=granularity, rates=rates, fraction=fraction,
+                           probe=probe, seed=seed)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), desc="limits", leave=False, dynamic_ncols=True)
+    out: dict[str, LimitResult] = {}
+    workers = min(torch.get_num_threads(), len(pairs))
+    try:
+        if workers <= 1:
+            for p in pairs:
+                out[p.name] = one(p)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            from concurrent.futures import ThreadPoolExecutor, as_completed
+
+            # the largest pairs first (fit and predictions grow with N x children), so that
+            # the threads finish together
+            order = sorted(pairs, key=lambda p: -p.n_child)
+            with _one_torch_thread():
+                pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snacs-limits")
+                try:
+                    futures = {pool.submit(one, p): p.name for p in order}
+                    for f in as_completed(futures):
+                        out[futures[f]] = f.result()
+                        if bar is not None:
+                            bar.update(1)
+                finally:  # an error or an interrupt: drop the pairs not started yet
+                    pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {p.name: out[p.name] for p in pairs}
+
+
+@contextmanager
+def _one_torch_thread():
+    """Torch runs each op on one thread inside (threads started inside take that setting);
+    the caller's setting is restored on the way out."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
