@@ -382,18 +382,15 @@ def snacs_remove(pruner, model: nn.Module, *, mode: str, target: float | None = 
     predicted["limit_fraction"]. `normalise`: see `snacs.plan.make_plan`. `latency_table` prices
     a latency budget (metric "latency").
     """
-    from snacs.plan import make_plan, relax_limits
+    from snacs.plan import plan_within_limits
 
     limits = ({k: NO_LIMIT for k in pruner.limits_} if lift_limits else pruner.limits_)
-    fraction = None
-    if relax and mode == "target" and getattr(pruner, "limit_curves_", None):
-        fraction, limits = relax_limits(
-            model, pruner.topology_, pruner.scores_, pruner.limit_curves_, pruner.sensitivity_,
-            target=target, fraction=pruner.limit_fraction, granularity="filter",
-            target_metric=metric, groups=pruner.groups, latency_table=latency_table)
-    plan = make_plan(model, pruner.topology_, pruner.scores_, limits, pruner.sensitivity_,
-                     granularity="filter", mode=mode, target=target, target_metric=metric,
-                     groups=pruner.groups, normalise=normalise, latency_table=latency_table)
+    relaxing = relax and bool(getattr(pruner, "limit_curves_", None))
+    plan, fraction, _ = plan_within_limits(
+        model, pruner.topology_, pruner.scores_, limits, pruner.sensitivity_, mode=mode,
+        target=target, target_metric=metric, groups=pruner.groups, normalise=normalise,
+        latency_table=latency_table, curves=pruner.limit_curves_ if relaxing else None,
+        fraction=pruner.limit_fraction if relaxing else None)
     pred = dict(plan.predicted)
     if fraction is not None:
         pred["limit_fraction"] = float(fraction)

@@ -570,8 +570,9 @@ class Harness:
                 "latency_loadavg": load,
                 "latency_measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
-    def remeasure_latency(self) -> None:
-        """Time every finished cell again (e.g. on a quieter machine); nothing else changes.
+    def remeasure_latency(self, ids: set[str] | None = None) -> None:
+        """Time every finished cell again (e.g. on a quieter machine), or those of `ids`;
+        nothing else changes.
 
         The removal is rebuilt from the method's (cached, deterministic) scoring state and
         checked against the recorded channel counts before timing.
@@ -579,7 +580,7 @@ class Harness:
         from snacs.apply import remove_channels
 
         for cid, rec in sorted(self.result["cells"].items()):
-            if rec.get("status") != "ok":
+            if rec.get("status") != "ok" or (ids is not None and cid not in ids):
                 continue
             if "remove" in rec:
                 remove = {int(k): list(v) for k, v in rec["remove"].items()}
@@ -709,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads for scoring/fine-tuning (latency always uses 1)")
     ap.add_argument("--dry-run", action="store_true", help="list the cells still to run")
     ap.add_argument("--remeasure-latency", action="store_true",
-                    help="only time the finished cells again (for a quieter machine)")
+                    help="only time the finished cells again (for a quieter machine); with "
+                         "--methods, --metrics, --budgets or --seeds, only those cells")
     ap.add_argument("--redo", action="store_true",
                     help="drop the finished cells of the selected methods, metrics, budgets and "
                          "seeds and those methods' cached fits first (e.g. after a library "
@@ -740,7 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("base model %s: %.2f %% test accuracy, %d weights, %d MACs", h.base["source"],
              h.base["test_accuracy"], h.base["weights"], h.base["macs"])
     if args.remeasure_latency:
-        h.remeasure_latency()
+        chosen = args.methods or args.budgets or args.metrics != ",".join(METRICS) \
+            or args.seeds != ",".join(str(s) for s in SEEDS)
+        h.remeasure_latency(ids={c["id"] for c in cells} if chosen else None)
         return 0
     if args.redo:
         h.forget(methods, {int(x) for x in args.seeds.split(",")}, ids={c["id"] for c in cells})

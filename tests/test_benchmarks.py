@@ -173,8 +173,14 @@ def test_harness_cell_and_resume(tiny, tmp_path):
     assert all(h2.done(c["id"]) for c in cells)
     before = res["cells"]["random__params50__seed0"]
     del h2.result["cells"]["random__params50__seed0"]["remove"]  # rebuilt from the seeded state
-    h2.remeasure_latency()
+    h2.result["cells"]["l1__params50__seed0"]["latency_loadavg"] = -1.0  # marks "not timed again"
+    h2.remeasure_latency(ids={"random__params50__seed0"})  # only the cells asked for
+    mid = json.loads((tmp_path / "res" / "compare_tiny.json").read_text())["cells"]
+    assert mid["l1__params50__seed0"]["latency_loadavg"] == -1.0
+    assert mid["random__params50__seed0"]["latency_loadavg"] >= 0.0
+    h2.remeasure_latency()  # every finished cell
     after = json.loads((tmp_path / "res" / "compare_tiny.json").read_text())["cells"]
+    assert after["l1__params50__seed0"]["latency_loadavg"] >= 0.0
     assert after["random__params50__seed0"]["remove"] == before["remove"]
     assert after["l1__params50__seed0"]["accuracy_finetuned"] == cell["accuracy_finetuned"]
 

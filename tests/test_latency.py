@@ -237,6 +237,13 @@ def test_latency_target_with_the_limits_and_select_allocations(model, data):
         snacs.SNACS(target=high, allocation="limits", **kw).fit(model, data)
     rel = snacs.SNACS(target=high, allocation="limits", relax_limits=True, **kw).fit(model, data)
     assert rel.limit_fraction_ > 0.7 and rel.latency_["predicted_removed"] >= high
+    # the relaxed limits are the ones stored and reported, as for the other metrics
+    assert rel.plan_.limits == rel.limits_ != lim.limits_
+    assert all(rel.limits_[k] >= lim.limits_[k] for k in lim.limits_)
+    assert rel.plan_.checksum() == make_plan(
+        model, rel.topology_, rel.scores_, rel.limits_, rel.sensitivity_, granularity="filter",
+        mode="target", target=high, target_metric="latency", groups=8,
+        latency_table=tab).checksum()
     sel = snacs.SNACS(target=0.2, allocation="select", **kw).fit(model, data)
     assert sel.allocation_ in ("limits", "global")
     assert set(sel.allocation_trials_) == {"limits", "global"}

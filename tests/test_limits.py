@@ -90,6 +90,12 @@ def test_pairs_probed_side_by_side_give_the_limits_of_one_thread(synth, monkeypa
     assert len({name for name, _ in seen}) == 2  # both threads took pairs
     assert list(two.limit_curves_) == list(one.limit_curves_)  # the topology's order
     assert two.limit_curves_ == one.limit_curves_ and two.limits_ == one.limits_
+    # each pair's CPU seconds are its own thread's, not the process's (which would count the
+    # pair running beside it too, about twice the pair's wall time)
+    costs = [c.cost for c in two.limit_curves_.values()]
+    cpu = sum(c["fit_cpu_seconds"] + c["predict_cpu_seconds"] for c in costs)
+    wall = sum(c["fit_seconds"] + c["predict_seconds"] for c in costs)
+    assert cpu <= 1.25 * wall + 0.02
 
 
 def test_a_failing_pair_stops_the_threads_and_gives_back_the_torch_threads(synth, monkeypatch):

@@ -213,7 +213,8 @@ def _predict(clf, x: np.ndarray) -> np.ndarray:
 
 def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Tensor,
                 bias: torch.Tensor | None, labels: np.ndarray, *, granularity: str,
-                rates: np.ndarray, fraction: float, probe: str, seed: int) -> LimitResult:
+                rates: np.ndarray, fraction: float, probe: str, seed: int,
+                cpu_clock=time.process_time) -> LimitResult:
     w_sum = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # n_c x n_p
     masks = []
     for r in rates:
@@ -236,11 +237,11 @@ def _pair_limit(pair: LayerPair, rho: np.ndarray, a_p: torch.Tensor, w: torch.Te
     feats = torch.relu(torch.einsum("nq,rcq->rnc", a_p, w_sum * m[reps]) + b)
     n_classes = len(np.unique(labels))
     clf = _make_probe(probe, n_classes, seed)
-    t, c = time.perf_counter(), time.process_time()
+    t, c = time.perf_counter(), cpu_clock()
     clf.fit(base, labels)
-    t1, c1 = time.perf_counter(), time.process_time()
+    t1, c1 = time.perf_counter(), cpu_clock()
     pred = _predict(clf, feats.reshape(-1, pair.n_child).numpy()).reshape(len(reps), -1)[which]
-    t2, c2 = time.perf_counter(), time.process_time()
+    t2, c2 = time.perf_counter(), cpu_clock()
     acc = (pred == labels[None, :]).mean(1) * 100.0
     limit, tau = limit_at(rates, acc, fraction)
     return LimitResult(pair=pair.name, limit=limit, rates=[float(r) for r in rates],
@@ -309,7 +310,7 @@ def _limits_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
     """
     modules = dict(model.named_modules())
 
-    def one(p: LayerPair) -> LimitResult:
+    def one(p: LayerPair, cpu_clock=time.process_time) -> LimitResult:
         mod = modules[p.child]
         bias = mod.bias.detach().float() if getattr(mod, "bias", None) is not None else None
         w = child_weight(model, p)
@@ -320,7 +321,7 @@ def _limits_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
             bias = acts.children[p.name] - acts.parents[p.name] @ w_sum.T
         return _pair_limit(p, scores[p.name], acts.parents[p.name], w, bias, labels,
                            granularity=granularity, rates=rates, fraction=fraction,
-                           probe=probe, seed=seed)
+                           probe=probe, seed=seed, cpu_clock=cpu_clock)
 
     bar = None
     if progress:
@@ -344,7 +345,9 @@ def _limits_local(model: nn.Module, pairs: list[LayerPair], acts: Activations,
             with _one_torch_thread():
                 pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snacs-limits")
                 try:
-                    futures = {pool.submit(one, p): p.name for p in order}
+                    # a pair's CPU seconds: its own thread's (the process's would count
+                    # the other pairs running beside it)
+                    futures = {pool.submit(one, p, time.thread_time): p.name for p in order}
                     for f in as_completed(futures):
                         out[futures[f]] = f.result()
                         if bar is not None:

@@ -27,7 +27,7 @@ from snacs.sensitivity import GroupSensitivity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "relax_limits", "GRANULARITIES", "MODES", "count_plan",
+__all__ = ["Plan", "make_plan", "relax_limits", "plan_within_limits", "GRANULARITIES", "MODES", "count_plan",
            "kept_filter_channels"]
 
 GRANULARITIES = ("filter", "connection")
@@ -374,3 +374,36 @@ def relax_limits(
     log.warning("target %.1f%% of %s is above the limits at limit fraction %.2f; relaxed to %.3f",
                 100 * target, target_metric, fraction, hi)
     return hi, limits_at(hi)
+
+
+def plan_within_limits(
+    model: nn.Module,
+    topology: Topology,
+    scores: dict[str, np.ndarray],
+    limits: dict[str, float],
+    sens: dict[int, GroupSensitivity],
+    *,
+    mode: str = "target",
+    target: float | None = None,
+    target_metric: str = "params",
+    groups: int = 64,
+    curves: dict[str, LimitResult] | None = None,
+    fraction: float | None = None,
+    normalise: str = "readers",
+    latency_table=None,
+) -> tuple[Plan, float | None, dict[str, float]]:
+    """A filter plan within the per-pair limits, and the limits it kept to.
+
+    With `curves` and the limit `fraction` they were read at, a target above what `limits`
+    allow first raises the fraction just enough (:func:`relax_limits`, the `relax_limits`
+    option). Returns (plan, the fraction used, or `fraction` when nothing was relaxed, the
+    limits used).
+    """
+    if mode == "target" and curves and fraction is not None:
+        fraction, limits = relax_limits(model, topology, scores, curves, sens, target=target,
+                                        fraction=fraction, target_metric=target_metric,
+                                        groups=groups, latency_table=latency_table)
+    plan = make_plan(model, topology, scores, limits, sens, granularity="filter", mode=mode,
+                     target=target, target_metric=target_metric, groups=groups,
+                     normalise=normalise, latency_table=latency_table)
+    return plan, fraction, limits

@@ -504,7 +504,7 @@ class SNACS:
         makers = {"global": self._global_latency_maker, "limits": self._limits_latency_maker}
         if self.allocation_ != "select":
             plan, self.latency_, extra = self._latency_rounds(model, makers[self.allocation_])
-            self.limit_fraction_ = extra.get("limit_fraction")
+            self._keep_limits(extra)
             return plan
         cands, records, why = {}, {}, None
         for name in ("limits", "global"):
@@ -518,8 +518,16 @@ class SNACS:
             cands[name], records[name] = plan, (record, extra)
         name = self._choose(model, cands, why)
         self.latency_, extra = records[name]
-        self.limit_fraction_ = extra.get("limit_fraction")
+        self._keep_limits(extra)
         return cands[name]
+
+    def _keep_limits(self, extra: dict) -> None:
+        """The limit fraction and limits the kept latency plan was made with (relaxed per aim
+        with `relax_limits`), stored as `fit` stores them for the other metrics, so
+        `limits_` and the report's per-layer limits are the ones the plan kept to."""
+        self.limit_fraction_ = extra.get("limit_fraction")
+        if "limits" in extra:
+            self.limits_ = dict(extra["limits"])
 
     def _global_latency_maker(self, model: nn.Module, aim: float):
         from snacs.allocation import plan_global
@@ -532,19 +540,14 @@ class SNACS:
     def _limits_latency_maker(self, model: nn.Module, aim: float):
         """The limit-based plan of an aimed latency removal; with `relax_limits`, the limit
         fraction raised just enough for that aim (as for a parameter or MAC target)."""
-        from snacs.plan import make_plan, relax_limits
+        from snacs.plan import plan_within_limits
 
-        table = self._latency_table_
-        limits, fraction = self.limits_, self.limit_fraction_  # as fit set them, unrelaxed
-        if self.relax_limits and self.limit_curves_:
-            fraction, limits = relax_limits(
-                model, self.topology_, self.scores_, self.limit_curves_, self.sensitivity_,
-                target=aim, fraction=self.limit_fraction, granularity="filter",
-                target_metric="latency", groups=self.groups, latency_table=table)
-        plan = make_plan(model, self.topology_, self.scores_, limits, self.sensitivity_,
-                         granularity="filter", mode="target", target=aim, target_metric="latency",
-                         groups=self.groups, latency_table=table)
-        return plan, {"limit_fraction": fraction}
+        plan, fraction, limits = plan_within_limits(
+            model, self.topology_, self.scores_, self.limits_, self.sensitivity_, target=aim,
+            target_metric="latency", groups=self.groups, latency_table=self._latency_table_,
+            curves=self.limit_curves_ if self.relax_limits else None,
+            fraction=self.limit_fraction_)  # as fit set them, unrelaxed
+        return plan, {"limit_fraction": fraction, "limits": limits}
 
     def _latency_rounds(self, model: nn.Module, maker):
         """(plan, record, extra) for the latency target: `maker(model, aim)` makes the plan of
