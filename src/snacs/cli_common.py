@@ -370,7 +370,9 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, lr: float, wd: fl
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores); the limits stage probes that "
+                        "many layer pairs side by side")
     p.add_argument("--config", default=None, help="YAML file of options; flags given on the command line win")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v, -vv)")
