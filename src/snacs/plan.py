@@ -27,8 +27,8 @@ from snacs.sensitivity import GroupSensitivity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "relax_limits", "plan_within_limits", "GRANULARITIES", "MODES", "count_plan",
-           "kept_filter_channels"]
+__all__ = ["Plan", "make_plan", "relax_limits", "plan_within_limits", "GRANULARITIES", "MODES",
+           "count_plan", "kept_filter_channels"]
 
 GRANULARITIES = ("filter", "connection")
 MODES = ("ul", "global", "target")
